@@ -1,0 +1,510 @@
+"""Model input/output: load and validate, save atomically, concrete input shapes,
+sample inputs, and ONNX Runtime sessions.
+
+Every user-facing failure is an `OnnxPruneError` whose message is one line saying what
+is wrong and what to do about it.
+
+What this module does not do: it never rewrites a model's graph. The one exception is
+documented on `save_model` (tensors whose backing file is overwritten are re-pointed at
+a memory map of the old contents so the in-memory model stays valid).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxprune.errors import OnnxPruneError
+
+# Domains whose ops we know how to reason about; anything else is a custom op we
+# cannot propagate channel removals through.
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+# IR 3 is the first version with opset_import; older files predate the ops we rewrite.
+MIN_IR_VERSION = 3
+# Protobuf refuses messages of 2 GiB or more; keep a margin for the graph itself.
+EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
+# Tensors at or below this size stay inline even when a model is saved with external data.
+_INLINE_TENSOR_BYTES = 1024
+
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+_QUANTIZED_OPS = _QDQ_OPS | frozenset({
+    "ConvInteger", "MatMulInteger", "QGemm", "QAttention", "QEmbedLayerNormalization",
+    "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat", "MatMulNBits",
+    "MatMulBnb4", "MatMulFpQ4", "GatherBlockQuantized", "QMoE", "MulInteger",
+    "QuantizeWithOrder", "DequantizeWithOrder", "QuantizeBFP", "DequantizeBFP",
+})
+# QLinearConv, QLinearAdd, ... and the com.microsoft QOrdered* family.
+_QUANTIZED_PREFIXES = ("QLinear", "QOrdered")
+_CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: bool = False) -> ir.Model:
+    """Load a model into onnx-ir and check that onnxprune can work on it.
+
+    From a path, `ir.load` is used so external data stays memory-mapped: no weight is
+    read here (external files are only `stat`-ed). From a ModelProto, external data
+    locations resolve relative to the current directory; pass the path instead when the
+    model has external data. Does not run shape inference or the ONNX checker.
+    """
+    if isinstance(source, onnx.ModelProto):
+        label = "the given ModelProto"
+        try:
+            model = ir.serde.deserialize_model(source)
+        except Exception as err:  # onnx-ir raises several types; all mean "unreadable"
+            raise OnnxPruneError(
+                f"{label} could not be read into onnx-ir ({_first_line(err)}): re-export the model with a current exporter"
+            ) from err
+    else:
+        path = os.fspath(source)
+        label = path
+        if not os.path.exists(path):
+            raise OnnxPruneError(f"{path} does not exist: check the path to the .onnx file")
+        if os.path.isdir(path):
+            raise OnnxPruneError(f"{path} is a directory, not a model: pass the .onnx file inside it")
+        try:
+            model = ir.load(path)
+        except DecodeError as err:
+            raise OnnxPruneError(
+                f"{path} is not an ONNX model (protobuf parse failed): pass a .onnx file exported by "
+                "torch.onnx.export, tf2onnx or paddle2onnx (a truncated download also fails this way)"
+            ) from err
+        except Exception as err:
+            raise OnnxPruneError(
+                f"{path} could not be read as an ONNX model ({_first_line(err)}): pass a .onnx file exported by "
+                "torch.onnx.export, tf2onnx or paddle2onnx"
+            ) from err
+    check_supported(model, allow_quantized=allow_quantized, label=label)
+    return model
+
+
+def check_supported(model: ir.Model, *, allow_quantized: bool = False, label: str = "model") -> None:
+    """Raise OnnxPruneError for the first property of `model` that onnxprune cannot handle.
+
+    Checks, in order: IR version, graph inputs/outputs, external data files, opset
+    domains, control flow, quantization. Does not validate the graph against the ONNX
+    spec (that is `onnx.checker`'s job, run by verify).
+    """
+    checks = list(_CHECKS)
+    if allow_quantized:
+        checks.remove(_check_quantized)
+    for check in checks:
+        check(model, label)
+
+
+def _check_ir_version(model: ir.Model, label: str) -> None:
+    # A parse that "succeeds" with ir_version 0 and an empty graph is not a model at all.
+    if not model.ir_version and len(model.graph) == 0 and not model.graph.outputs:
+        raise OnnxPruneError(
+            f"{label} is not an ONNX model (no ir_version and no graph): pass a .onnx file exported by "
+            "torch.onnx.export, tf2onnx or paddle2onnx"
+        )
+    if model.ir_version < MIN_IR_VERSION:
+        raise OnnxPruneError(
+            f"{label} uses ONNX IR version {model.ir_version}, too old to read (need >= {MIN_IR_VERSION}): "
+            "re-export it, or upgrade it with onnx.version_converter.convert_version"
+        )
+
+
+def _check_io(model: ir.Model, label: str) -> None:
+    if not graph_inputs(model):
+        raise OnnxPruneError(
+            f"{label} has no graph inputs (only constants): onnxprune needs a model that takes an input; re-export with inputs"
+        )
+    if not model.graph.outputs:
+        raise OnnxPruneError(f"{label} has no graph outputs: re-export the model with its outputs declared")
+
+
+def _check_external_data(model: ir.Model, label: str) -> None:
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if not isinstance(tensor, ir.ExternalTensor):
+                continue
+            path = tensor.path
+            if not os.path.isfile(path):
+                raise OnnxPruneError(
+                    f"external data file {tensor.location!s} for initializer '{value.name}' of {label} is missing "
+                    f"(looked for {path}): keep the .data file next to the .onnx file it was saved with"
+                )
+            needed = (tensor.offset or 0) + (tensor.length if tensor.length is not None else tensor.nbytes)
+            size = os.path.getsize(path)
+            if size < needed:
+                raise OnnxPruneError(
+                    f"external data file {path} is truncated ({size} bytes, initializer '{value.name}' needs {needed}): "
+                    "copy or export the .data file again"
+                )
+
+
+def _check_domains(model: ir.Model, label: str) -> None:
+    # Model-local functions define their own domains; calling them is fine.
+    local = {domain for domain, _name, _overload in model.functions}
+    allowed = KNOWN_DOMAINS | local
+    for domain in model.opset_imports:
+        if domain not in allowed:
+            raise OnnxPruneError(
+                f"{label} imports unknown opset domain '{domain}' (custom ops): onnxprune cannot see through custom ops; "
+                "export with standard ONNX ops only"
+            )
+    for node, _where in _all_nodes(model):
+        if node.domain not in allowed:
+            raise OnnxPruneError(
+                f"op {node.op_type} ({_node_label(node)}) is in unknown domain '{node.domain}' (custom op): "
+                "export with standard ONNX ops only"
+            )
+
+
+def _check_control_flow(model: ir.Model, label: str) -> None:
+    for node, where in _all_nodes(model):
+        has_subgraph = any(
+            attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()
+        )
+        if node.op_type in _CONTROL_FLOW_OPS or has_subgraph:
+            raise OnnxPruneError(
+                f"control-flow op {node.op_type} ({_node_label(node)}{where}) is not supported: "
+                "export without control flow (e.g. a static loop unrolled)"
+            )
+
+
+def _check_quantized(model: ir.Model, label: str) -> None:
+    for node, where in _all_nodes(model):
+        if node.op_type in _QUANTIZED_OPS or node.op_type.startswith(_QUANTIZED_PREFIXES):
+            raise OnnxPruneError(
+                f"quantized models are not supported ({label} has {node.op_type}, {_node_label(node)}{where}): "
+                "prune the float model, then quantize"
+            )
+
+
+_CHECKS = (_check_ir_version, _check_io, _check_external_data, _check_domains, _check_control_flow, _check_quantized)
+
+
+def _all_nodes(model: ir.Model) -> Iterator[tuple[ir.Node, str]]:
+    """Every node of the main graph, its subgraphs and the model's functions, with where it lives."""
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        yield node, ""
+    for function in model.functions.values():
+        where = f" in function {function.domain}::{function.name}"
+        for node in ir.traversal.RecursiveGraphIterator(function):
+            yield node, where
+
+
+def graph_inputs(model: ir.Model) -> list[ir.Value]:
+    """The graph inputs a caller must feed: initializers listed as inputs are excluded."""
+    return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+
+def _node_label(node: ir.Node) -> str:
+    if node.name:
+        return f"node '{node.name}'"
+    outputs = [v.name for v in node.outputs if v is not None]
+    return f"node producing '{outputs[0]}'" if outputs else "an unnamed node"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def initializer_bytes(model: ir.Model) -> int:
+    """Total bytes of every initializer (main graph and subgraphs); reads no tensor data."""
+    return sum(
+        v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None
+    )
+
+
+def save_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+) -> None:
+    """Write `model` to `path` atomically.
+
+    Both files (the .onnx and, with external data, `<name>.data` next to it) are first
+    written into a temporary directory beside `path` and renamed into place last, so a
+    failure leaves nothing new at `path` and never a half-written file. `external_data`
+    None means: external when the initializers total more than `external_data_threshold`
+    bytes. Saving over the file a model was loaded from is safe: tensors of `model` that
+    live in the data file being replaced are re-pointed (before the rename) at a memory
+    map of the old file, so `model` stays usable and nothing is read into RAM.
+    Not atomic across the two renames: a crash between them leaves a new .data with the
+    old .onnx. Does not validate the model.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    if not name or not os.path.isdir(directory):
+        raise OnnxPruneError(f"cannot save to {path}: the directory {directory} does not exist; create it first")
+    total = initializer_bytes(model)
+    use_external = external_data if external_data is not None else total > external_data_threshold
+    if not use_external and total > EXTERNAL_DATA_THRESHOLD:
+        raise OnnxPruneError(
+            f"cannot save {path} without external data: its weights ({total / 2**30:.2f} GiB) exceed protobuf's 2 GB "
+            "limit; save with external_data=True"
+        )
+    data_name = name + ".data"
+    final_data = os.path.join(directory, data_name)
+    tmpdir = tempfile.mkdtemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        tmp_model = os.path.join(tmpdir, name)
+        tmp_data = os.path.join(tmpdir, data_name)
+        if use_external:
+            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=_INLINE_TENSOR_BYTES)
+        else:
+            onnx.save(to_proto(model), tmp_model)
+        if os.path.exists(tmp_data):
+            _detach_from_file(model, final_data)
+            os.replace(tmp_data, final_data)
+        os.replace(tmp_model, path)
+    except OnnxPruneError:
+        raise
+    except Exception as err:
+        raise OnnxPruneError(f"could not save {path} ({_first_line(err)}): check free disk space and permissions") from err
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _detach_from_file(model: ir.Model, data_path: str) -> None:
+    """Re-point initializers backed by `data_path` at an mmap of its current contents.
+
+    Why: after `os.replace` the path names the new file, whose offsets differ, so the old
+    ExternalTensors would silently read wrong bytes. An open mmap keeps the old inode
+    alive (POSIX), and mapping reads nothing into RAM until a page is touched.
+    """
+    if not os.path.exists(data_path):
+        return
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor) and os.path.exists(tensor.path) and os.path.samefile(tensor.path, data_path):
+                value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialise `model` to one self-contained ModelProto (external tensors read inline).
+
+    For handing a model to APIs that take bytes (ONNX Runtime, the checker). Raises
+    OnnxPruneError when the weights exceed the 2 GB protobuf limit. Leaves `model` as is.
+    """
+    total = initializer_bytes(model)
+    if total > EXTERNAL_DATA_THRESHOLD:
+        raise OnnxPruneError(
+            f"model weights ({total / 2**30:.2f} GiB) exceed protobuf's 2 GB limit: save it with external data instead"
+        )
+    proto = ir.serde.serialize_model(model)
+    external = {
+        v.name: v.const_value
+        for g in model.graphs()
+        for v in g.initializers.values()
+        if isinstance(v.const_value, ir.ExternalTensor)
+    }
+    if external:
+        for graph_proto in _graph_protos(proto.graph):
+            for tensor_proto in graph_proto.initializer:
+                if tensor_proto.data_location == onnx.TensorProto.EXTERNAL and tensor_proto.name in external:
+                    tensor_proto.raw_data = external[tensor_proto.name].tobytes()
+                    del tensor_proto.external_data[:]
+                    tensor_proto.data_location = onnx.TensorProto.DEFAULT
+    return proto
+
+
+def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_protos(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_protos(sub)
+
+
+# --------------------------------------------------------------------------- shapes and data
+
+
+def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    """Parse the CLI form `name=1,3,224,224` into `("name", (1, 3, 224, 224))`.
+
+    Every dim must be a positive integer. Does not check the name against a model.
+    """
+    name, sep, dims_text = spec.rpartition("=")
+    name = name.strip()
+    if not sep or not name or not dims_text.strip():
+        raise OnnxPruneError(f"bad --input-shape '{spec}': expected NAME=D1,D2,... e.g. input=1,3,224,224")
+    dims = []
+    for text in dims_text.split(","):
+        try:
+            dim = int(text.strip())
+        except ValueError:
+            raise OnnxPruneError(
+                f"bad --input-shape '{spec}': '{text.strip()}' is not an integer; give every dim as a number, e.g. {name}=1,3,224,224"
+            ) from None
+        if dim <= 0:
+            raise OnnxPruneError(f"bad --input-shape '{spec}': dims must be positive, got {dim}")
+        dims.append(dim)
+    return name, tuple(dims)
+
+
+def resolve_input_shapes(
+    model: ir.Model, overrides: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """A concrete shape for every graph input (initializers excluded).
+
+    Static dims come from the model, symbolic or unknown dims from `overrides`; without
+    an override the first axis (batch) defaults to 1 and any other dynamic dim is an
+    error that names the input, the axis and its dim_param. An override must have the
+    input's rank and agree with its static dims. Does not look at what the model computes.
+    """
+    inputs = graph_inputs(model)
+    overrides = dict(overrides or {})
+    names = [v.name for v in inputs]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise OnnxPruneError(
+            f"--input-shape names unknown input(s) {', '.join(unknown)}: the model's inputs are {', '.join(names)}"
+        )
+    return {v.name: _concrete_shape(v, overrides.get(v.name)) for v in inputs}
+
+
+def _concrete_shape(value: ir.Value, override: tuple[int, ...] | None) -> tuple[int, ...]:
+    declared = value.shape
+    if override is not None:
+        override = tuple(int(d) for d in override)
+        if any(d <= 0 for d in override):
+            raise OnnxPruneError(f"--input-shape for '{value.name}' has a non-positive dim: {override}")
+        if declared is None:
+            return override
+        if len(declared) != len(override):
+            raise OnnxPruneError(
+                f"--input-shape for '{value.name}' has rank {len(override)} but the model declares rank "
+                f"{len(declared)} ({_shape_text(declared)}): give {len(declared)} dims"
+            )
+        for axis, (dim, want) in enumerate(zip(declared, override)):
+            if isinstance(dim, int) and dim != want:
+                raise OnnxPruneError(
+                    f"--input-shape for '{value.name}' sets axis {axis} to {want} but the model fixes it at {dim}: "
+                    f"use {_suggestion(value)}"
+                )
+        return override
+    if declared is None:
+        raise OnnxPruneError(
+            f"input '{value.name}' has no declared shape: pass --input-shape {value.name}=D1,D2,..."
+        )
+    dims = []
+    for axis, dim in enumerate(declared):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(1)  # batch: any size is valid for pruning, 1 is cheapest
+        else:
+            label = f"dim_param '{dim.value}'" if dim.value else "an unnamed dynamic dim"
+            raise OnnxPruneError(
+                f"input '{value.name}' axis {axis} is {label} with no value: pass {_suggestion(value)}"
+            )
+    return tuple(dims)
+
+
+def _shape_text(shape: ir.Shape) -> str:
+    return "[" + ",".join(str(d) if isinstance(d, int) else (d.value or "?") for d in shape) + "]"
+
+
+def _suggestion(value: ir.Value) -> str:
+    dims = [
+        str(d) if isinstance(d, int) else ("1" if axis == 0 else f"<{d.value or '?'}>")
+        for axis, d in enumerate(value.shape or ())
+    ]
+    return f"--input-shape {value.name}={','.join(dims)}"
+
+
+def make_sample_inputs(
+    model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0, batch: int | None = None
+) -> dict[str, np.ndarray]:
+    """Deterministic random feeds for every graph input.
+
+    Floats ~ N(0, 1) in the input's own dtype, integers uniform in [0, 10) (safe as token
+    ids or indices into any embedding), bools fair coin flips. Each input's stream
+    depends only on `seed` and its name, not on input order. `batch` replaces axis 0.
+    Does not produce realistic data: use calibration data for scoring.
+    """
+    feeds = {}
+    for value in graph_inputs(model):
+        if value.name not in shapes:
+            raise OnnxPruneError(f"no shape for input '{value.name}': pass --input-shape {value.name}=...")
+        shape = tuple(shapes[value.name])
+        if batch is not None and shape:
+            shape = (batch, *shape[1:])
+        dtype = value.dtype if value.dtype is not None else ir.DataType.FLOAT
+        rng = np.random.default_rng([seed, zlib.crc32(value.name.encode())])
+        feeds[value.name] = _random_array(rng, shape, dtype, value.name)
+    return feeds
+
+
+def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: ir.DataType, name: str) -> np.ndarray:
+    if dtype == ir.DataType.BOOL:
+        return rng.random(shape) < 0.5
+    if dtype == ir.DataType.STRING:
+        raise OnnxPruneError(f"input '{name}' is a string tensor: onnxprune cannot make sample data for it")
+    np_dtype = dtype.numpy()
+    if dtype.is_floating_point():
+        return rng.standard_normal(shape, dtype=np.float32).astype(np_dtype)
+    return rng.integers(0, 10, size=shape).astype(np_dtype)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def ort_session(
+    model: ir.Model | onnx.ModelProto | str | os.PathLike,
+    *,
+    providers: list | None = None,
+    intra_op_num_threads: int = 1,
+):
+    """An onnxruntime.InferenceSession for `model` (CPU, basic graph optimisations).
+
+    One intra-op thread by default, for bit-for-bit repeatable results. An ir.Model is
+    passed as bytes when under 2 GB, else saved to a temporary directory that lives as
+    long as the session. Does not cache sessions.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise OnnxPruneError(
+            "onnxruntime is not installed: pip install onnxprune[cpu] (or onnxprune[gpu] for CUDA)"
+        ) from err
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.intra_op_num_threads = intra_op_num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = providers or ["CPUExecutionProvider"]
+    keep_alive = None
+    if isinstance(model, ir.Model):
+        if initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+            source = to_proto(model).SerializeToString()
+        else:
+            keep_alive = tempfile.TemporaryDirectory(prefix="onnxprune-")
+            source = os.path.join(keep_alive.name, "model.onnx")
+            save_model(model, source, external_data=True)
+    elif isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    else:
+        source = os.fspath(model)
+    try:
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as err:
+        raise OnnxPruneError(f"ONNX Runtime could not load the model: {_first_line(err)}") from err
+    if keep_alive is not None:
+        session._onnxprune_tmpdir = keep_alive  # deleted with the session
+    return session
