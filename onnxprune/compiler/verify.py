@@ -1,0 +1,184 @@
+"""Verify a pruned model: it passes the ONNX checker, keeps the original's interface,
+and runs in ONNX Runtime producing outputs of the same names, dtypes and shapes.
+
+What this does not do: judge accuracy. Pruning changes the numbers on purpose, so the
+per-output differences are reported for information only and never fail verification.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxprune.compiler.model_io import (
+    EXTERNAL_DATA_THRESHOLD,
+    graph_inputs,
+    initializer_bytes,
+    make_sample_inputs,
+    ort_session,
+    resolve_input_shapes,
+    save_model,
+    to_proto,
+)
+from onnxprune.errors import OnnxPruneError
+
+# Domains the ONNX checker has schemas for; full_check runs strict shape inference,
+# which fails on ops it has no schema for (com.microsoft), so those get the light check.
+_CHECKER_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
+
+
+@dataclasses.dataclass
+class OutputComparison:
+    """One graph output before and after pruning. Diffs are None when not comparable."""
+
+    name: str
+    dtype_before: str | None
+    dtype_after: str | None
+    shape_before: tuple[int, ...] | None
+    shape_after: tuple[int, ...] | None
+    max_abs_diff: float | None = None
+    # max |after - before| / max |before|: a scale-free size of the change, not a verdict.
+    rel_diff: float | None = None
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    ok: bool
+    checker_ok: bool
+    outputs: list[OutputComparison]
+    message: str
+
+
+def verify_model(
+    original: ir.Model,
+    pruned: ir.Model,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> VerifyResult:
+    """Check `pruned` against `original`; raise OnnxPruneError when not ok (by default).
+
+    Passes when: the ONNX checker accepts `pruned`; graph inputs match exactly in name,
+    dtype and declared shape (dim_params included); and both models run in ONNX Runtime
+    on the same `make_sample_inputs` data and produce the same output names, dtypes and
+    shapes. Neither model is modified.
+    """
+    problems: list[str] = []
+    checker_error = _checker_error(pruned)
+    if checker_error:
+        problems.append(f"ONNX checker: {checker_error}")
+    interface = _interface_problems(original, pruned)
+    problems.extend(interface)
+    outputs: list[OutputComparison] = []
+    if not interface:
+        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed)
+        problems.extend(run_problems)
+    ok = not problems
+    message = "ok" if ok else "; ".join(problems)
+    result = VerifyResult(ok=ok, checker_ok=checker_error is None, outputs=outputs, message=message)
+    if not ok and raise_on_failure:
+        raise OnnxPruneError(f"pruned model failed verification: {message}")
+    return result
+
+
+def _checker_error(model: ir.Model) -> str | None:
+    """The checker's complaint about `model` (first line), or None when it passes.
+
+    Runs full_check (strict shape inference). For models with ops outside the domains
+    ONNX has schemas for, a full_check failure is retried with the light check, since
+    inference cannot type those ops' outputs.
+    """
+    standard = all(domain in _CHECKER_DOMAINS for domain in model.opset_imports)
+    error = _run_checker(model, full_check=True)
+    if error is not None and not standard:
+        error = _run_checker(model, full_check=False)
+    return error
+
+
+def _run_checker(model: ir.Model, *, full_check: bool) -> str | None:
+    try:
+        if initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+            onnx.checker.check_model(to_proto(model), full_check=full_check)
+        else:
+            # The checker reads models over 2 GB only from a path with external data.
+            with tempfile.TemporaryDirectory(prefix="onnxprune-check-") as tmp:
+                path = os.path.join(tmp, "model.onnx")
+                save_model(model, path, external_data=True)
+                onnx.checker.check_model(path, full_check=full_check)
+    except Exception as err:  # ValidationError, InferenceError, or a C++ error surfaced as-is
+        lines = str(err).strip().splitlines()
+        return lines[0] if lines else type(err).__name__
+    return None
+
+
+def _interface_problems(original: ir.Model, pruned: ir.Model) -> list[str]:
+    problems = []
+    before = [(v.name, _dtype(v), _declared(v)) for v in graph_inputs(original)]
+    after = [(v.name, _dtype(v), _declared(v)) for v in graph_inputs(pruned)]
+    if before != after:
+        problems.append(f"graph inputs changed from {_describe(before)} to {_describe(after)}")
+    before_out = [(v.name, _dtype(v)) for v in original.graph.outputs]
+    after_out = [(v.name, _dtype(v)) for v in pruned.graph.outputs]
+    if before_out != after_out:
+        problems.append(f"graph outputs changed from {before_out} to {after_out}")
+    return problems
+
+
+def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputComparison], list[str]]:
+    shapes = resolve_input_shapes(original, input_shapes)
+    feeds = make_sample_inputs(original, shapes, seed=seed)
+    results = {}
+    for label, model in (("original", original), ("pruned", pruned)):
+        try:
+            session = ort_session(model)
+            names = [o.name for o in session.get_outputs()]
+            results[label] = dict(zip(names, session.run(None, feeds)))
+        except OnnxPruneError as err:
+            return [], [f"{label} model does not load in ONNX Runtime ({err})"]
+        except Exception as err:  # ORT raises its own types at run time
+            return [], [f"{label} model fails in ONNX Runtime ({type(err).__name__}: {str(err).splitlines()[0]})"]
+    comparisons, problems = [], []
+    for name in results["original"]:
+        a, b = results["original"][name], results["pruned"].get(name)
+        row = OutputComparison(
+            name=name,
+            dtype_before=str(a.dtype),
+            dtype_after=None if b is None else str(b.dtype),
+            shape_before=tuple(a.shape),
+            shape_after=None if b is None else tuple(b.shape),
+        )
+        if b is None:
+            problems.append(f"output '{name}' is missing")
+        elif (row.dtype_before, row.shape_before) != (row.dtype_after, row.shape_after):
+            problems.append(
+                f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, expected {row.dtype_before}{list(row.shape_before)}"
+            )
+        elif np.issubdtype(a.dtype, np.number) and a.size:
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            row.max_abs_diff = float(diff.max())
+            row.rel_diff = row.max_abs_diff / max(float(np.abs(a.astype(np.float64)).max()), 1e-12)
+        comparisons.append(row)
+    return comparisons, problems
+
+
+def _dtype(value: ir.Value) -> str | None:
+    return None if value.dtype is None else value.dtype.name
+
+
+def _declared(value: ir.Value) -> tuple | None:
+    if value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else (d.value or "?") for d in value.shape)
+
+
+def _describe(signature: list) -> str:
+    return ", ".join(f"{name}:{dtype}{list(shape) if shape is not None else '[?]'}" for name, dtype, shape in signature)
+
+
+__all__ = ["OutputComparison", "VerifyResult", "verify_model"]
