@@ -1,0 +1,109 @@
+"""`PruningPlan`: the contract between deciding and rewriting.
+
+A plan names what goes by the *original initializer names* of the weights whose
+output features make up each group (`conv1.weight` rows 3, 7, ...), so it can be
+written as JSON, edited by hand, applied later to the same model, or mapped onto the
+source framework's parameters (initializer names survive export).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.passes.channel_analysis import ChannelAnalysis
+
+FORMAT = "onnxprune.plan/1"
+
+
+@dataclass
+class PruningPlan:
+    channels: list[dict] = field(default_factory=list)  # per source weight: removed indices
+    blocks: list[dict] = field(default_factory=list)  # removed residual blocks (later issues)
+    meta: dict = field(default_factory=dict)
+
+    # -- from and to the analysis ---------------------------------------------------
+    @classmethod
+    def from_removed(cls, an: ChannelAnalysis, removed: set[int], **meta) -> "PruningPlan":
+        entries = []
+        for src in an.units.sources:
+            start, size = src["start"], src["size"]
+            idx = [i for i in range(size) if an.units.find(start + i) in removed]
+            if idx:
+                entries.append(
+                    {
+                        "tensor": src["tensor"],
+                        "axis": src["axis"],
+                        "node": src["node"],
+                        "size": size,
+                        "group": an.class_group.get(an.units.find(start + idx[0])),
+                        "removed": idx,
+                    }
+                )
+        return cls(channels=entries, meta=meta)
+
+    def to_removed(self, an: ChannelAnalysis) -> set[int]:
+        """The classes this plan removes in `an`; errors name what does not match."""
+        by_key = {(s["tensor"], s["axis"], s["node"]): s for s in an.units.sources}
+        removed: set[int] = set()
+        for entry in self.channels:
+            key = (entry["tensor"], entry["axis"], entry["node"])
+            src = by_key.get(key)
+            if src is None:
+                raise OnnxPruneError(
+                    f"plan names weight {entry['tensor']!r} axis {entry['axis']} at node "
+                    f"{entry['node']!r}, which this model has no prunable channels for: "
+                    "apply the plan to the model it was made from"
+                )
+            for i in entry["removed"]:
+                if not 0 <= i < src["size"]:
+                    raise OnnxPruneError(
+                        f"plan removes index {i} of {entry['tensor']!r}, which has {src['size']}"
+                    )
+                c = an.units.find(src["start"] + i)
+                if c in an.units.frozen:
+                    raise OnnxPruneError(
+                        f"plan removes channel {i} of {entry['tensor']!r}, which is frozen: "
+                        f"{an.units.frozen[c][0]}"
+                    )
+                removed.add(c)
+        return removed
+
+    # -- JSON ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "meta": self.meta, "channels": self.channels, "blocks": self.blocks}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruningPlan":
+        if data.get("format") != FORMAT:
+            raise OnnxPruneError(f"not an onnxprune plan (expected format {FORMAT!r})")
+        return cls(channels=data.get("channels", []), blocks=data.get("blocks", []), meta=data.get("meta", {}))
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PruningPlan":
+        try:
+            with open(path) as f:
+                return cls.from_dict(json.load(f))
+        except (OSError, json.JSONDecodeError) as e:
+            raise OnnxPruneError(f"cannot read plan {path}: {e}") from None
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Write JSON through a temporary file and rename, so no half-written file remains."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

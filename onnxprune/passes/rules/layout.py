@@ -1,0 +1,514 @@
+"""Ops that move, cut, join or reinterpret axes without arithmetic.
+
+Concat/Split/Slice map positions by offset; Flatten and Reshape by blocks (a channel
+becomes H×W features after Conv→Flatten; hidden becomes heads×head_dim); Transpose by
+permutation. Their rewrites fix the shape constants that slicing weights cannot:
+Split sizes, Slice bounds, Reshape/Expand targets, Resize sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.passes.dims import FIXED
+from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.shape_tensors import entries_of_input
+
+BIG = 2**62  # Slice bounds at or beyond this mean "to the end"
+
+
+def _owned(ctx, var) -> bool:
+    return isinstance(ctx.dims.get(var), np.ndarray)
+
+
+def _norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# -- Concat ---------------------------------------------------------------------
+@register("Concat")
+def concat(ctx) -> None:
+    ins = [ctx.in_dims(i) for i in range(ctx.n_inputs())]
+    if any(d is None for d in ins) or len({len(d) for d in ins}) != 1:
+        return default_rule(ctx, "operand ranks unknown")
+    rank = len(ins[0])
+    axis = _norm_axis(ctx.attr("axis"), rank)
+    out = []
+    for a in range(rank):
+        if a == axis:
+            parts = [ctx.dims.array(d[a]) for d in ins]
+            if any(p is None for p in parts):
+                for d in ins:
+                    ctx.freeze(d[a], "concatenates a part of unknown size")
+                out.append(ctx.fixed(None))
+            else:
+                out.append(ctx.derived(np.concatenate(parts)))
+        else:
+            var = ins[0][a]
+            for d in ins[1:]:
+                var = ctx.tie(var, d[a], "concatenated operands")
+            out.append(var)
+    ctx.set_out(0, out)
+
+
+# -- Split ------------------------------------------------------------------------
+def _split_sizes(ctx, size: int) -> list[int] | None:
+    sizes = ctx.attr("split")
+    if sizes is None and ctx.n_inputs() > 1 and ctx.input(1) is not None:
+        arr = ctx.const(1)
+        if arr is None:
+            return None
+        sizes = arr.reshape(-1).tolist()
+    if sizes is None:
+        n = ctx.attr("num_outputs", len(ctx.node.outputs))
+        chunk = -(-size // n)  # opset 18: the last chunk may be smaller
+        sizes = [min(chunk, size - k * chunk) for k in range(n)]
+    return [int(s) for s in sizes]
+
+
+def rewrite_split(rc) -> None:
+    rank = len(rc.in_shape(0))
+    axis = _norm_axis(rc.attr("axis", 0), rank)
+    keep = rc.in_keep(0, axis)
+    if keep is None:
+        return
+    old = [rc.out_size(j, axis) for j in range(len(rc.node.outputs))]
+    new, off = [], 0
+    for s in old:
+        new.append(int(keep[off:off + s].sum()))
+        off += s
+    if rc.node.attributes.get("split") is not None:
+        rc.set_attr_ints("split", new)
+    elif rc.node.inputs[1:] and rc.node.inputs[1] is not None:
+        rc.set_const_input(1, np.asarray(new, dtype=np.int64))
+    elif new != old:
+        # Equal split made unequal: spell the sizes out.
+        rc.node.attributes.pop("num_outputs", None)
+        if rc.opset >= 13:
+            rc.add_const_input(1, np.asarray(new, dtype=np.int64))
+        else:
+            rc.set_attr_ints("split", new)
+
+
+@register("Split", rewrite=rewrite_split)
+def split(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    axis = _norm_axis(ctx.attr("axis", 0), len(x))
+    arr = ctx.dims.array(x[axis])
+    sizes = None if arr is None else _split_sizes(ctx, len(arr))
+    if sizes is None:
+        ctx.freeze(x[axis], "split sizes unknown")
+    off = 0
+    for j in range(len(ctx.node.outputs)):
+        dims = list(x)
+        if sizes is None:
+            dims[axis] = ctx.fixed(None)
+        else:
+            dims[axis] = ctx.derived(arr[off:off + sizes[j]])
+            off += sizes[j]
+        ctx.set_out(j, dims)
+
+
+# -- Slice ------------------------------------------------------------------------
+def _slice_params(ctx_or_rc, rank: int):
+    """(starts, ends, axes, steps) as lists, or None if any is computed at runtime."""
+    node = ctx_or_rc.node
+    if ctx_or_rc.opset < 10:
+        starts, ends = ctx_or_rc.attr("starts"), ctx_or_rc.attr("ends")
+        axes = ctx_or_rc.attr("axes", list(range(len(starts))))
+        return list(starts), list(ends), list(axes), [1] * len(starts)
+    vals = []
+    for i in range(1, 5):
+        if i >= len(node.inputs) or node.inputs[i] is None:
+            vals.append(None)
+            continue
+        arr = ctx_or_rc.const(i)
+        if arr is None:
+            return None
+        vals.append(arr.reshape(-1).tolist())
+    starts, ends, axes, steps = vals
+    axes = axes if axes is not None else list(range(len(starts)))
+    steps = steps if steps is not None else [1] * len(starts)
+    return starts, ends, [_norm_axis(a, rank) for a in axes], steps
+
+
+def rewrite_slice(rc) -> None:
+    rank = len(rc.in_shape(0))
+    params = _slice_params(rc, rank)
+    starts, ends, axes, steps = params
+    new_starts, new_ends, changed = list(starts), list(ends), False
+    for k, a in enumerate(axes):
+        keep = rc.in_keep(0, a)
+        if keep is None:
+            continue
+        s, e, _ = slice(starts[k], ends[k], steps[k]).indices(len(keep))
+        new_starts[k] = int(keep[:s].sum())
+        if ends[k] < BIG:
+            new_ends[k] = int(new_starts[k] + keep[s:e].sum())
+        changed = True
+    if not changed:
+        return
+    if rc.opset < 10:
+        rc.set_attr_ints("starts", new_starts)
+        rc.set_attr_ints("ends", new_ends)
+    else:
+        rc.set_const_input(1, np.asarray(new_starts, dtype=rc.const(1).dtype))
+        rc.set_const_input(2, np.asarray(new_ends, dtype=rc.const(2).dtype))
+
+
+@register("Slice", rewrite=rewrite_slice)
+def slice_(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    params = _slice_params(ctx, len(x))
+    if params is None:
+        for v in x:
+            ctx.freeze(v, "slice bounds computed at runtime")
+        ctx.set_out(0, [ctx.fixed(s) for s in (ctx.out_shape(0) or [None] * len(x))])
+        return
+    starts, ends, axes, steps = params
+    out = list(x)
+    for k, a in enumerate(axes):
+        arr = ctx.dims.array(x[a])
+        if arr is None:
+            out[a] = ctx.fixed(None)
+            continue
+        if steps[k] != 1 and (arr >= 0).any():
+            ctx.freeze(x[a], f"slices with step {steps[k]}")
+            out[a] = ctx.fixed(len(range(*slice(starts[k], ends[k], steps[k]).indices(len(arr)))))
+            continue
+        out[a] = ctx.derived(arr[slice(starts[k], ends[k], steps[k])])
+    ctx.set_out(0, out)
+
+
+# -- Flatten and Reshape ----------------------------------------------------------
+def merge(ctx, dims: list[int]) -> int:
+    """One axis made of several (row-major). Only one of them may be prunable."""
+    sizes = [ctx.dims.get_size(v) for v in dims]
+    live = [k for k, s in enumerate(sizes) if s != 1]
+    if not live:
+        return ctx.fixed(1)
+    if len(live) == 1:
+        return dims[live[0]]
+    owned = [k for k in live if ctx.dims.get(dims[k]) is not FIXED]
+    total = None if None in sizes else int(np.prod(sizes))
+    if not owned:
+        return ctx.fixed(total)
+    if len(owned) > 1 or total is None:
+        for k in owned:
+            ctx.freeze(dims[k], "merged with another prunable or unknown-size axis")
+        return ctx.fixed(total)
+    t = owned[0]
+    inner, outer = int(np.prod(sizes[t + 1:])), int(np.prod(sizes[:t]))
+    arr = ctx.dims.array(dims[t])
+    return ctx.derived(np.tile(np.repeat(arr, inner), outer))
+
+
+def split_axis(ctx, var: int, out_sizes: list[int]) -> list[int]:
+    """One axis made into several: the leading non-1 one carries the units; each of
+    its slices becomes one unit (a whole head, a whole norm group)."""
+    arr = ctx.dims.array(var)
+    lead = next((k for k, s in enumerate(out_sizes) if s != 1), None)
+    out = [ctx.fixed(s) for s in out_sizes]
+    if arr is None or lead is None or not (arr >= 0).any():
+        return out
+    inner = int(np.prod(out_sizes[lead + 1:]))
+    owner = np.empty(out_sizes[lead], dtype=np.int64)
+    for p in range(out_sizes[lead]):
+        block = arr[p * inner:(p + 1) * inner]
+        live = block[block >= 0]
+        if len(live) < len(block):
+            ctx.units.freeze(live, ctx.why("splits an axis into pieces that are partly fixed"))
+        for u in live[1:].tolist():
+            ctx.units.union(int(live[0]), u)
+        owner[p] = live[0] if len(live) else -1
+    out[lead] = ctx.derived(owner)
+    return out
+
+
+def align(in_shape, out_shape):
+    """Pair runs of input axes with runs of output axes of equal product.
+
+    Size-1 axes are left out (they carry nothing). Returns [(in_axes, out_axes)] or
+    None when the shapes cannot be matched statically.
+    """
+    ii = [a for a, s in enumerate(in_shape) if s != 1]
+    oo = [b for b, s in enumerate(out_shape) if s != 1]
+    chunks, p, q = [], 0, 0
+    while p < len(ii) and q < len(oo):
+        si, so = in_shape[ii[p]], out_shape[oo[q]]
+        if si is None or so is None:
+            if si is None and so is None:
+                chunks.append(([ii[p]], [oo[q]]))
+                p, q = p + 1, q + 1
+                continue
+            return None
+        ins, outs = [ii[p]], [oo[q]]
+        p, q = p + 1, q + 1
+        while si != so:
+            if si < so:
+                if p >= len(ii) or in_shape[ii[p]] is None:
+                    return None
+                si *= in_shape[ii[p]]
+                ins.append(ii[p])
+                p += 1
+            else:
+                if q >= len(oo) or out_shape[oo[q]] is None:
+                    return None
+                so *= out_shape[oo[q]]
+                outs.append(oo[q])
+                q += 1
+        chunks.append((ins, outs))
+    if p < len(ii) or q < len(oo):
+        return None
+    return chunks
+
+
+def reshape_dims(ctx, x: list[int], in_shape, out_shape) -> list[int] | None:
+    chunks = align(in_shape, out_shape)
+    if chunks is None:
+        return None
+    out = [ctx.fixed(s) for s in out_shape]
+    for ins, outs in chunks:
+        if len(ins) == 1 and len(outs) == 1:
+            out[outs[0]] = x[ins[0]]
+        elif len(outs) == 1:
+            out[outs[0]] = merge(ctx, [x[a] for a in range(ins[0], ins[-1] + 1)])
+        elif len(ins) == 1:
+            pieces = split_axis(ctx, x[ins[0]], [out_shape[b] for b in range(outs[0], outs[-1] + 1)])
+            for b, var in zip(range(outs[0], outs[-1] + 1), pieces):
+                out[b] = var
+        else:
+            for a in ins:
+                ctx.freeze(x[a], "reshaped many-to-many")
+    return out
+
+
+@register("Flatten")
+def flatten(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    axis = _norm_axis(ctx.attr("axis", 1), len(x))
+    ctx.set_out(0, [merge(ctx, x[:axis]), merge(ctx, x[axis:])])
+
+
+def rewrite_reshape(rc) -> None:
+    out_shape = rc.out_shape(0)
+    entries = None
+    for b in range(len(out_shape)):
+        keep = rc.out_keep(0, b)
+        if keep is None:
+            continue
+        if entries is None:
+            entries = rc.entries(1, len(out_shape))
+        e = entries[b]
+        if e is not None and e.value > 0:
+            rc.write_entry(e, int(keep.sum()))
+
+
+@register("Reshape", rewrite=rewrite_reshape)
+def reshape(ctx) -> None:
+    x = ctx.in_dims(0)
+    in_shape, out_shape = ctx.shape(0), ctx.out_shape(0)
+    if x is None or in_shape is None or out_shape is None:
+        return default_rule(ctx, "shapes unknown")
+    out = reshape_dims(ctx, x, in_shape, out_shape)
+    if out is None:
+        return default_rule(ctx, f"cannot match {list(in_shape)} to {list(out_shape)}")
+    entries = None
+    for b, var in enumerate(out):
+        if not _owned(ctx, var):
+            continue
+        if entries is None:
+            entries = entries_of_input(ctx.node, 1, ctx.an.shape_of) or [None] * len(out)
+        e = entries[b] if b < len(entries) else None
+        if e is None:
+            ctx.freeze(var, f"target size of axis {b} is computed at runtime")
+        elif e.value == 0 and not ctx.attr("allowzero", 0) and (
+            b >= len(x) or ctx.dims.find(x[b]) != ctx.dims.find(var)
+        ):
+            ctx.freeze(var, f"target 0 copies input axis {b}, which is a different axis")
+    ctx.set_out(0, out)
+
+
+# -- Transpose, Squeeze, Unsqueeze --------------------------------------------------
+@register("Transpose")
+def transpose(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    perm = ctx.attr("perm", list(range(len(x)))[::-1])
+    ctx.set_out(0, [x[p] for p in perm])
+
+
+def _axes_arg(ctx, rank: int):
+    axes = ctx.attr("axes")
+    if axes is None and ctx.n_inputs() > 1 and ctx.input(1) is not None:
+        arr = ctx.const(1)
+        axes = None if arr is None else arr.reshape(-1).tolist()
+        if axes is None:
+            return "runtime"
+    return None if axes is None else [_norm_axis(a, rank) for a in axes]
+
+
+@register("Squeeze")
+def squeeze(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    axes = _axes_arg(ctx, len(x))
+    if axes == "runtime":
+        return default_rule(ctx, "axes computed at runtime")
+    if axes is None:
+        axes = [a for a, v in enumerate(x) if ctx.dims.get_size(v) == 1]
+    ctx.set_out(0, [v for a, v in enumerate(x) if a not in axes])
+
+
+@register("Unsqueeze")
+def unsqueeze(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    rank = len(x) + len(ctx.attr("axes") or (ctx.const(1).reshape(-1) if ctx.const(1) is not None else []))
+    axes = _axes_arg(ctx, rank)
+    if axes == "runtime" or axes is None:
+        return default_rule(ctx, "axes computed at runtime")
+    it = iter(x)
+    ctx.set_out(0, [ctx.fixed(1) if a in axes else next(it) for a in range(rank)])
+
+
+# -- Pad, Resize, Tile, Expand -------------------------------------------------------
+@register("Pad")
+def pad(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    pads = ctx.attr("pads")
+    if pads is None:
+        arr = ctx.const(1)
+        if arr is None:
+            return default_rule(ctx, "pads computed at runtime")
+        pads = arr.reshape(-1).tolist()
+    axes = list(range(len(x)))
+    if ctx.n_inputs() > 3 and ctx.input(3) is not None:
+        arr = ctx.const(3)
+        if arr is None:
+            return default_rule(ctx, "pad axes computed at runtime")
+        axes = [_norm_axis(a, len(x)) for a in arr.reshape(-1).tolist()]
+    n = len(axes)
+    out = list(x)
+    out_shape = ctx.out_shape(0) or (None,) * len(x)
+    for k, a in enumerate(axes):
+        if pads[k] or pads[k + n]:
+            ctx.freeze(x[a], "padded along this axis")
+            out[a] = ctx.fixed(out_shape[a])
+    ctx.set_out(0, out)
+
+
+def rewrite_resize(rc) -> None:
+    if len(rc.node.inputs) < 4 or rc.node.inputs[3] is None:
+        return
+    for a in range(len(rc.in_shape(0))):
+        keep = rc.out_keep(0, a)
+        if keep is not None:
+            sizes = rc.const(3).copy()
+            sizes[a] = int(keep.sum())
+            rc.set_const_input(3, sizes)
+
+
+@register("Resize", "Upsample", rewrite=rewrite_resize)
+def resize(ctx) -> None:
+    """Axes that keep their size pass through; resized axes are fixed."""
+    x = ctx.in_dims(0)
+    in_shape, out_shape = ctx.shape(0), ctx.out_shape(0)
+    if x is None or in_shape is None or out_shape is None:
+        return default_rule(ctx, "shapes unknown")
+    if ctx.attr("axes") is not None:
+        return default_rule(ctx, "Resize with axes")
+    out = []
+    for a, var in enumerate(x):
+        if in_shape[a] is not None and in_shape[a] == out_shape[a]:
+            out.append(var)
+        else:
+            ctx.freeze(var, "resized along this axis")
+            out.append(ctx.fixed(out_shape[a]))
+    if ctx.n_inputs() > 3 and ctx.input(3) is not None and not ctx.is_const(3):
+        for var in out:
+            ctx.freeze(var, "output sizes computed at runtime")
+    ctx.set_out(0, out)
+
+
+@register("Tile")
+def tile(ctx) -> None:
+    x = ctx.in_dims(0)
+    reps = ctx.const(1)
+    if x is None or reps is None:
+        return default_rule(ctx, "repeats computed at runtime")
+    out = []
+    for a, var in enumerate(x):
+        if int(reps.reshape(-1)[a]) == 1:
+            out.append(var)
+        else:
+            ctx.freeze(var, "tiled along this axis")
+            out.append(ctx.fixed(None))
+    ctx.set_out(0, out)
+
+
+def rewrite_expand(rc) -> None:
+    out_shape = rc.out_shape(0)
+    entries = None
+    for b in range(len(out_shape)):
+        keep = rc.out_keep(0, b)
+        if keep is None:
+            continue
+        entries = entries or rc.entries(1, len(out_shape))
+        e = entries[b]
+        if e is not None and e.value > 1:
+            rc.write_entry(e, int(keep.sum()))
+
+
+@register("Expand", rewrite=rewrite_expand)
+def expand(ctx) -> None:
+    x = ctx.in_dims(0)
+    out_shape = ctx.out_shape(0)
+    if x is None or out_shape is None:
+        return default_rule(ctx, "shapes unknown")
+    rank = len(out_shape)
+    entries = entries_of_input(ctx.node, 1, ctx.an.shape_of) or [None] * rank
+    out = []
+    for b in range(rank):
+        k = b - (rank - len(x))
+        size = out_shape[b]
+        if k >= 0 and ctx.dims.get_size(x[k]) == size:
+            out.append(x[k])
+        elif k >= 0 and ctx.dims.get_size(x[k]) != 1:
+            ctx.freeze(x[k], "expanded along this axis")
+            out.append(ctx.fixed(size))
+        else:
+            # A broadcast axis: prunable only if its size is a literal we can rewrite.
+            e = entries[b] if b < len(entries) else None
+            literal = e is not None and e.value == size and size not in (None, 1)
+            out.append(ctx.dims.new(size) if literal else ctx.fixed(size))
+    ctx.set_out(0, out)
+
+
+# -- Gather and shape queries -------------------------------------------------------
+@register("Gather")
+def gather(ctx) -> None:
+    data, idx = ctx.in_dims(0), ctx.in_dims(1)
+    if data is None or idx is None:
+        return default_rule(ctx, "ranks unknown")
+    axis = _norm_axis(ctx.attr("axis", 0), len(data))
+    if not ctx.is_const(0):
+        ctx.freeze(data[axis], "gathers positions along this axis")
+    ctx.set_out(0, data[:axis] + idx + data[axis + 1:])
+
+
+@register("Shape", "Size")
+def shape_query(ctx) -> None:
+    """Reading a shape couples nothing: consumers of the result (Reshape targets)
+    are checked where they are used."""

@@ -1,0 +1,161 @@
+"""Ops that contract over a feature axis and create new features from a weight:
+Conv, ConvTranspose, Gemm, MatMul.
+
+The weight's output-feature axis is where units are born (a *source*); its
+input-feature axis is tied to the activation it reads. Grouped convs prune whole
+groups: every input and output channel of one group becomes one unit, which also
+covers depthwise convs (one channel per group) and channel multipliers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.passes.rules import default_rule, register
+
+
+def union_blocks(ctx, in_arr, out_arr, groups: int) -> None:
+    """Make input block j and output block j of a grouped op one unit."""
+    cin_g, cout_g = len(in_arr) // groups, len(out_arr) // groups
+    for j in range(groups):
+        block = np.concatenate(
+            [in_arr[j * cin_g:(j + 1) * cin_g], out_arr[j * cout_g:(j + 1) * cout_g]]
+        )
+        live = block[block >= 0]
+        if len(live) < len(block):
+            ctx.units.freeze(live, ctx.why(f"group {j} reads channels that cannot be pruned"))
+        for u in live[1:].tolist():
+            ctx.units.union(int(live[0]), u)
+
+
+def rewrite_group_attr(rc) -> None:
+    """Conv/ConvTranspose: `group` counts the groups left."""
+    groups = rc.attr("group", 1)
+    if groups == 1:
+        return
+    keep = rc.in_keep(0, 1)
+    if keep is None:
+        return
+    cin = len(keep)
+    new_groups = groups * int(keep.sum()) // cin
+    rc.set_attr_int("group", new_groups)
+
+
+@register("Conv", rewrite=rewrite_group_attr)
+def conv(ctx) -> None:
+    x, w = ctx.in_dims(0), ctx.in_dims(1)
+    if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
+        return default_rule(ctx, "weight is not a constant (or ranks unknown)")
+    groups = ctx.attr("group", 1)
+    ctx.source(1, 0)
+    ctx.role(1, 0, "out")
+    if groups == 1:
+        ctx.tie(x[1], w[1], "input channels")
+        ctx.role(1, 1, "in")
+    else:
+        in_arr = ctx.dims.array(x[1])
+        out_arr = ctx.dims.array(w[0])
+        if in_arr is None:
+            ctx.freeze(w[0], "grouped conv input width unknown")
+        else:
+            union_blocks(ctx, in_arr, out_arr, groups)
+        ctx.freeze(w[1], "channels within a group")  # never sliced: whole groups go
+    out_c = w[0]
+    if ctx.input(2) is not None:
+        out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
+        ctx.role(2, 0, "out")
+    out_shape = ctx.out_shape(0) or (None,) * len(x)
+    ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
+
+
+@register("ConvTranspose", rewrite=rewrite_group_attr)
+def conv_transpose(ctx) -> None:
+    x, w = ctx.in_dims(0), ctx.in_dims(1)
+    if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
+        return default_rule(ctx, "weight is not a constant (or ranks unknown)")
+    groups = ctx.attr("group", 1)
+    ctx.tie(x[1], w[0], "input channels")
+    ctx.role(1, 0, "in")
+    if groups == 1:
+        ctx.source(1, 1)
+        ctx.role(1, 1, "out")
+        out_c = w[1]
+    else:
+        # Output channel o belongs to group o // (C_out/g): its weight column is shared
+        # in shape by all groups, so only whole groups can go.
+        cout = groups * ctx.dims.get_size(w[1])
+        src = {"tensor": ctx.input(1).name, "axis": 1, "node": ctx.label, "grouped": groups}
+        out_arr = ctx.units.new(cout, src)
+        in_arr = ctx.dims.array(x[1])
+        if in_arr is None:
+            ctx.units.freeze(out_arr, ctx.why("grouped input width unknown"))
+        else:
+            union_blocks(ctx, in_arr, out_arr, groups)
+        ctx.freeze(w[1], "channels within a group")
+        out_c = ctx.derived(out_arr)
+    if ctx.input(2) is not None:
+        out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
+        ctx.role(2, 0, "out")
+    out_shape = ctx.out_shape(0) or (None,) * len(x)
+    ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
+
+
+@register("Gemm")
+def gemm(ctx) -> None:
+    a, b = ctx.in_dims(0), ctx.in_dims(1)
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        return default_rule(ctx, "operand ranks unknown")
+    ta, tb = ctx.attr("transA", 0), ctx.attr("transB", 0)
+    a_m, a_k = (a[1], a[0]) if ta else (a[0], a[1])
+    b_k, b_n = (b[1], b[0]) if tb else (b[0], b[1])
+    ctx.tie(a_k, b_k, "contracted features")
+    ctx.role(1, 1 if tb else 0, "in")
+    ctx.source(1, 0 if tb else 1)
+    ctx.role(1, 0 if tb else 1, "out")
+    if ctx.is_const(0):
+        ctx.source(0, 1 if ta else 0)
+    out = [a_m, b_n]
+    c = ctx.in_dims(2) if ctx.input(2) is not None else None
+    for k, var in enumerate(c or []):
+        axis = k + 2 - len(c)
+        if ctx.dims.get_size(var) != 1:
+            out[axis] = ctx.tie(out[axis], var, "bias")
+            ctx.role(2, k, "out")
+    ctx.set_out(0, out)
+
+
+@register("MatMul")
+def matmul(ctx) -> None:
+    a, b = ctx.in_dims(0), ctx.in_dims(1)
+    if a is None or b is None:
+        return default_rule(ctx, "operand ranks unknown")
+    a_m = a[-2] if len(a) >= 2 else None
+    b_n = b[-1] if len(b) >= 2 else None
+    b_k = b[-2] if len(b) >= 2 else b[0]
+    ctx.tie(a[-1], b_k, "contracted features")
+    if ctx.is_const(1) and b_n is not None:
+        ctx.source(1, len(b) - 1)
+        ctx.role(1, len(b) - 2, "in")
+        ctx.role(1, len(b) - 1, "out")
+    if ctx.is_const(0) and a_m is not None:
+        ctx.source(0, len(a) - 2)
+        ctx.role(0, len(a) - 1, "in")
+        ctx.role(0, len(a) - 2, "out")
+    # Batch axes broadcast like an elementwise op.
+    a_batch, b_batch = a[:-2], b[:-2]
+    n = max(len(a_batch), len(b_batch))
+    batch = []
+    for axis in range(n):
+        cands = []
+        for dims in (a_batch, b_batch):
+            k = axis - (n - len(dims))
+            if k >= 0 and ctx.dims.get_size(dims[k]) != 1:
+                cands.append(dims[k])
+        if not cands:
+            batch.append(ctx.fixed(1))
+        elif len(cands) == 1:
+            batch.append(cands[0])
+        else:
+            batch.append(ctx.tie(cands[0], cands[1], "batch axes"))
+    out = batch + ([a_m] if a_m is not None else []) + ([b_n] if b_n is not None else [])
+    ctx.set_out(0, out)

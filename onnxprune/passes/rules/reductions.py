@@ -1,0 +1,95 @@
+"""Pooling, reductions and softmax: they keep or collapse axes.
+
+Pooling works per channel (exact). Reducing or normalising *over* a prunable axis
+(ReduceMean over channels, Softmax over features) is marked inexact; ArgMax/ArgMin
+over one would return different indices, so those axes are frozen.
+"""
+
+from __future__ import annotations
+
+from onnxprune.passes.rules import default_rule, register
+
+POOLS = (
+    "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
+    "GlobalLpPool",
+)
+
+
+@register(*POOLS)
+def pool(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None or len(x) < 2:
+        return default_rule(ctx, "input rank unknown")
+    out_shape = ctx.out_shape(0) or (None,) * len(x)
+    ctx.set_out(0, x[:2] + [ctx.fixed(s) for s in out_shape[2:]])
+    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1] is not None and ctx.node.outputs[1].uses():
+        ctx.freeze(x[1], "MaxPool indices encode channel positions")
+
+
+def reduce_axes(ctx, rank: int) -> list[int] | None:
+    """The reduced axes (normalised), or None when they are computed at runtime."""
+    axes = ctx.attr("axes")
+    if axes is None and ctx.n_inputs() > 1 and ctx.input(1) is not None:
+        arr = ctx.const(1)
+        if arr is None:
+            return None
+        axes = arr.reshape(-1).tolist()
+    if not axes:
+        return [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
+    return sorted(a + rank if a < 0 else a for a in axes)
+
+
+@register(
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+)
+def reduce(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    axes = reduce_axes(ctx, len(x))
+    if axes is None:
+        return default_rule(ctx, "reduction axes computed at runtime")
+    keep = ctx.attr("keepdims", 1)
+    out = []
+    for a, var in enumerate(x):
+        if a in axes:
+            ctx.inexact(var, "reduces over this axis: removing channels changes the result")
+            if keep:
+                out.append(ctx.fixed(1))
+        else:
+            out.append(var)
+    ctx.set_out(0, out)
+
+
+@register("ArgMax", "ArgMin")
+def arg_reduce(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    axis = ctx.attr("axis", 0)
+    axis = axis + len(x) if axis < 0 else axis
+    ctx.freeze(x[axis], "returns positions along this axis")
+    out = [v for a, v in enumerate(x) if a != axis]
+    if ctx.attr("keepdims", 1):
+        out.insert(axis, ctx.fixed(1))
+    ctx.set_out(0, out)
+
+
+@register("Softmax", "LogSoftmax", "Hardmax")
+def softmax(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    opset = ctx.an.opset
+    axis = ctx.attr("axis", -1 if opset >= 13 else 1)
+    axis = axis + len(x) if axis < 0 else axis
+    # Before opset 13 the op flattens everything from `axis` on into one row.
+    over = [axis] if opset >= 13 else list(range(axis, len(x)))
+    for a in over:
+        if ctx.node.op_type == "Hardmax":
+            ctx.freeze(x[a], "Hardmax picks one position along this axis")
+        else:
+            ctx.inexact(x[a], "normalises over this axis: removing features changes it")
+    ctx.set_out(0, x)
+

@@ -1,0 +1,66 @@
+"""Where the numbers in a shape tensor come from, so pruning can rewrite them.
+
+A Reshape target may be a constant, or be assembled at runtime:
+``Concat(Unsqueeze(Gather(Shape(x), 0)), [12], [64])`` (PyTorch's exporters emit this
+for dynamic batch). `trace_entries` returns, for each element of such a 1-D int64
+tensor, either a `ConstEntry` (which constant, which flat index, and which node input
+reads it — so it can be replaced copy-on-write) or None when the element is computed
+at runtime. It follows Constant nodes, initializers, Concat, Unsqueeze/Reshape/Cast/
+Identity of a constant; anything else is runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from onnxprune.passes.constants import const_array, is_const, set_const_input
+
+PASS_THROUGH = ("Unsqueeze", "Squeeze", "Reshape", "Cast", "Identity")
+
+
+@dataclass(frozen=True)
+class ConstEntry:
+    node: ir.Node  # the node whose input reads the constant
+    input_index: int
+    flat_index: int
+    value: int
+
+
+def entries_of_input(node: ir.Node, i: int, shape_of=None, _depth: int = 0):
+    """Provenance of each element of `node.inputs[i]` (a 1-D shape tensor).
+
+    Returns a list with a `ConstEntry` or None (computed at runtime) per element, or
+    None when even the length is unknown. `shape_of(value)` supplies static shapes
+    the IR may not carry.
+    """
+    value = node.inputs[i] if i < len(node.inputs) else None
+    if value is None:
+        return None
+    if is_const(value):
+        arr = const_array(value).reshape(-1)
+        return [ConstEntry(node, i, k, int(arr[k])) for k in range(len(arr))]
+    prod = value.producer()
+    if prod is not None and _depth < 16:
+        if prod.op_type == "Concat":
+            parts = [entries_of_input(prod, j, shape_of, _depth + 1) for j in range(len(prod.inputs))]
+            if all(p is not None for p in parts):
+                return [e for p in parts for e in p]
+        elif prod.op_type in PASS_THROUGH and prod.inputs and is_const(prod.inputs[0]):
+            return entries_of_input(prod, 0, shape_of, _depth + 1)
+    shape = shape_of(value) if shape_of is not None else None
+    if shape is None and value.shape is not None:
+        shape = tuple(d if isinstance(d, int) else None for d in value.shape)
+    if shape is None or len(shape) > 1:
+        return None
+    length = 1 if len(shape) == 0 else shape[0]
+    return None if length is None else [None] * length
+
+
+def write_entry(graph: ir.Graph, entry: ConstEntry, new_value: int) -> None:
+    """Replace one element of a traced constant (copy-on-write)."""
+    arr = const_array(entry.node.inputs[entry.input_index]).copy()
+    flat = arr.reshape(-1)
+    flat[entry.flat_index] = new_value
+    set_const_input(graph, entry.node, entry.input_index, flat.reshape(arr.shape))

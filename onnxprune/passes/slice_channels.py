@@ -1,0 +1,148 @@
+"""Rewrite: physically remove the chosen channel classes from the graph.
+
+`slice_channels(analysis, removed)` does, in order:
+1. per-op rewrites (`REWRITES`): attributes and shape constants (Conv `group`, Split
+   sizes, Slice bounds, Reshape/Expand targets, Resize sizes) — read from the
+   original constants, replaced copy-on-write;
+2. every constant use whose axes lose positions is sliced; a constant shared by uses
+   that end up sliced differently is copied per distinct slicing;
+3. value shapes inside the graph are cleared so that shape inference re-derives them.
+
+What it does not do: remove dead nodes, re-infer shapes or check the model — the
+pipeline runs cleanup, inference and verification after it. It never touches graph
+inputs or outputs (their axes are frozen by the analysis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.passes.channel_analysis import ChannelAnalysis
+from onnxprune.passes.constants import (
+    const_array, is_const, new_initializer, set_const_input, set_value_array,
+)
+from onnxprune.passes.rules import REWRITES
+from onnxprune.passes.shape_tensors import entries_of_input, write_entry
+
+
+class RewriteContext:
+    """What a per-op rewrite sees: keep masks of its axes and ways to edit the node."""
+
+    def __init__(self, an: ChannelAnalysis, node: ir.Node, index: int, removed: set[int]):
+        self.an, self.node, self.index, self.removed = an, node, index, removed
+        self.graph = an.graph
+        self.opset = an.opset
+        self._in_vals = list(node.inputs)
+        self._out_vals = list(node.outputs)
+
+    def attr(self, name: str, default=None):
+        a = self.node.attributes.get(name)
+        return default if a is None else a.value
+
+    def set_attr_int(self, name: str, value: int) -> None:
+        self.node.attributes[name] = ir.AttrInt64(name, int(value))
+
+    def set_attr_ints(self, name: str, values) -> None:
+        self.node.attributes[name] = ir.AttrInt64s(name, [int(v) for v in values])
+
+    def const(self, i: int) -> np.ndarray | None:
+        return const_array(self.node.inputs[i]) if i < len(self.node.inputs) else None
+
+    def _mask(self, dims, axis):
+        return None if dims is None else self.an.keep_mask(dims[axis], self.removed)
+
+    def in_keep(self, i: int, axis: int) -> np.ndarray | None:
+        value = self._in_vals[i]
+        if is_const(value):
+            return self._mask(self.an.const_dims.get((self.index, i)), axis)
+        return self._mask(self.an.value_dims.get(value), axis)
+
+    def out_keep(self, j: int, axis: int) -> np.ndarray | None:
+        return self._mask(self.an.value_dims.get(self._out_vals[j]), axis)
+
+    def in_shape(self, i: int) -> tuple:
+        return self.an.shape_of(self._in_vals[i])
+
+    def out_shape(self, j: int) -> tuple:
+        return self.an.shape_of(self._out_vals[j])
+
+    def out_size(self, j: int, axis: int) -> int:
+        return self.out_shape(j)[axis]
+
+    def entries(self, i: int, length: int):
+        return entries_of_input(self.node, i, self.an.shape_of) or [None] * length
+
+    def write_entry(self, entry, value: int) -> None:
+        write_entry(self.graph, entry, value)
+
+    def set_const_input(self, i: int, array: np.ndarray) -> None:
+        set_const_input(self.graph, self.node, i, array)
+
+    def add_const_input(self, i: int, array: np.ndarray) -> None:
+        value = new_initializer(self.graph, f"{self.node.name or self.node.op_type}_{i}", array)
+        if len(self.node.inputs) <= i:
+            self.node.resize_inputs(i + 1)
+        self.node.replace_input_with(i, value)
+
+
+def _slice_key(an: ChannelAnalysis, key, removed) -> tuple:
+    dims = an.const_dims.get(key)
+    if dims is None:
+        return ()
+    out = []
+    for axis, var in enumerate(dims):
+        mask = an.keep_mask(var, removed)
+        if mask is not None:
+            out.append((axis, mask.tobytes(), mask))
+    return tuple(out)
+
+
+def _sliced(array: np.ndarray, key: tuple) -> np.ndarray:
+    for axis, _, mask in key:
+        array = np.compress(mask, array, axis=axis)
+    return np.ascontiguousarray(array)
+
+
+def slice_channels(an: ChannelAnalysis, removed: set[int]) -> bool:
+    """Apply the removal; returns whether the graph changed."""
+    if not removed:
+        return False
+    graph = an.graph
+    # 1. Per-op rewrites of attributes and shape constants.
+    for i, node in enumerate(an.nodes):
+        rewrite = REWRITES.get((node.domain or "", node.op_type))
+        if rewrite is not None:
+            rewrite(RewriteContext(an, node, i, removed))
+    # 2. Slice constants, per use, sharing where the slicing agrees.
+    uses_by_value: dict[ir.Value, list[tuple[int, int]]] = {}
+    for (ni, ii) in an.const_dims:
+        value = an.nodes[ni].inputs[ii]
+        uses_by_value.setdefault(value, []).append((ni, ii))
+    for value, keys in uses_by_value.items():
+        slicings = {k: _slice_key(an, k, removed) for k in keys}
+        if not any(slicings.values()):
+            continue
+        all_uses = [(id(u.node), u.idx) for u in value.uses()]
+        known = {(id(an.nodes[ni]), ii) for ni, ii in keys}
+        distinct = {tuple((a, b) for a, b, _ in s) for s in slicings.values()}
+        original = const_array(value)
+        if len(distinct) == 1 and set(all_uses) <= known:
+            set_value_array(value, _sliced(original, next(iter(slicings.values()))))
+            continue
+        made: dict[tuple, ir.Value] = {}
+        for (ni, ii), s in slicings.items():
+            if not s:
+                continue
+            sig = tuple((a, b) for a, b, _ in s)
+            if sig not in made:
+                made[sig] = new_initializer(graph, f"{value.name}_pruned", _sliced(original, s))
+            an.nodes[ni].replace_input_with(ii, made[sig])
+    # 3. Shapes inside the graph are stale now.
+    io = set(graph.inputs) | set(graph.outputs)
+    for node in graph:
+        for out in node.outputs:
+            if out not in io and out.const_value is None:
+                out.shape = None
+    return True
+
