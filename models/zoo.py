@@ -182,9 +182,9 @@ class MobileNetV2(nn.Module):
     """CIFAR-style MobileNetV2 at a small width multiplier (stride-1 stem for 32x32)."""
 
     # (expand t, channels c, repeats n, stride s) -- the paper's table scaled by ~0.5 and shortened
-    CFG = ((1, 8, 1, 1), (6, 12, 2, 1), (6, 16, 3, 2), (6, 32, 2, 2), (6, 48, 2, 1), (6, 80, 1, 2))
+    CFG = ((1, 8, 1, 1), (6, 12, 2, 1), (6, 16, 3, 2), (6, 32, 2, 2), (6, 48, 2, 1), (6, 64, 1, 2))
 
-    def __init__(self, num_classes=10, last=256):
+    def __init__(self, num_classes=10, last=160):
         super().__init__()
         layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(inplace=True)]
         c_in = 16
@@ -390,11 +390,11 @@ class YoloC2f(nn.Module):
             C2f(32, 32, n=1, shortcut=True),  # chunk
             ConvBNSiLU(32, 64, 3, 2),         # 8x8
             C2f(64, 64, n=2, shortcut=True, use_split=True),  # split
-            ConvBNSiLU(64, 64, 3, 2),         # 4x4
-            C2f(64, 64, n=1, shortcut=False),
-            SPPF(64, 64),
+            ConvBNSiLU(64, 48, 3, 2),         # 4x4
+            C2f(48, 48, n=1, shortcut=False),
+            SPPF(48, 48),
         )
-        self.head = nn.Sequential(ConvBNSiLU(64, 32, 3), nn.Conv2d(32, 4 + num_classes, 1))
+        self.head = nn.Sequential(ConvBNSiLU(48, 32, 3), nn.Conv2d(32, 4 + num_classes, 1))
 
     def forward(self, x):
         return self.head(self.backbone(x))
@@ -434,7 +434,7 @@ class ConvNeXtBlock(nn.Module):
 class ConvNeXt(nn.Module):
     """ConvNeXt-like: 2x2 patchify stem + LN, stages of blocks, LN + 2x2/s2 conv downsampling, GAP -> LN -> Linear."""
 
-    def __init__(self, depths=(2, 2, 2), dims=(16, 32, 64), num_classes=10):
+    def __init__(self, depths=(2, 2, 1), dims=(16, 32, 64), num_classes=10):
         super().__init__()
         self.downsample = nn.ModuleList([nn.Sequential(nn.Conv2d(3, dims[0], 2, 2), LayerNorm2d(dims[0]))])
         for i in range(len(dims) - 1):
