@@ -248,6 +248,7 @@ class NodeContext:
         self.dims = an.dims
         self.units = an.units
         self.label = node_label(node, index)
+        self.opset = an.opset
         self._outs: dict[int, list[int]] = {}
 
     # inputs

@@ -21,6 +21,14 @@ PASS_THROUGH = ("Unsqueeze", "Squeeze", "Reshape", "Cast", "Identity")
 
 
 @dataclass(frozen=True)
+class ShapeEntry:
+    """An element read from a tensor's runtime shape: it follows pruning by itself."""
+
+    value: ir.Value
+    axis: int
+
+
+@dataclass(frozen=True)
 class ConstEntry:
     node: ir.Node  # the node whose input reads the constant
     input_index: int
@@ -49,6 +57,19 @@ def entries_of_input(node: ir.Node, i: int, shape_of=None, _depth: int = 0):
                 return [e for p in parts for e in p]
         elif prod.op_type in PASS_THROUGH and prod.inputs and is_const(prod.inputs[0]):
             return entries_of_input(prod, 0, shape_of, _depth + 1)
+        elif prod.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+            inner = entries_of_input(prod, 0, shape_of, _depth + 1)
+            if inner is not None and len(inner) == 1:
+                return inner
+        elif prod.op_type == "Shape":
+            entries = _shape_entries(prod, shape_of)
+            if entries is not None:
+                return entries
+        elif prod.op_type == "Gather" and is_const(prod.inputs[1]):
+            source = entries_of_input(prod, 0, shape_of, _depth + 1)
+            idx = const_array(prod.inputs[1]).reshape(-1).tolist()
+            if source is not None and all(-len(source) <= k < len(source) for k in idx):
+                return [source[k] for k in idx]
     shape = shape_of(value) if shape_of is not None else None
     if shape is None and value.shape is not None:
         shape = tuple(d if isinstance(d, int) else None for d in value.shape)
@@ -56,6 +77,17 @@ def entries_of_input(node: ir.Node, i: int, shape_of=None, _depth: int = 0):
         return None
     length = 1 if len(shape) == 0 else shape[0]
     return None if length is None else [None] * length
+
+
+def _shape_entries(node: ir.Node, shape_of) -> list | None:
+    shape = shape_of(node.inputs[0]) if shape_of is not None else None
+    if shape is None:
+        return None
+    rank = len(shape)
+    start = node.attributes.get("start")
+    end = node.attributes.get("end")
+    axes = range(rank)[slice(start.value if start else None, end.value if end else None)]
+    return [ShapeEntry(node.inputs[0], a) for a in axes]
 
 
 def write_entry(graph: ir.Graph, entry: ConstEntry, new_value: int) -> None:

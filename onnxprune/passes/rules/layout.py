@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxprune.passes.dims import FIXED
 from onnxprune.passes.rules import default_rule, register
-from onnxprune.passes.shape_tensors import entries_of_input
+from onnxprune.passes.shape_tensors import ConstEntry, ShapeEntry, entries_of_input
 
 BIG = 2**62  # Slice bounds at or beyond this mean "to the end"
 
@@ -137,6 +137,8 @@ def _slice_params(ctx_or_rc, rank: int):
 def rewrite_slice(rc) -> None:
     rank = len(rc.in_shape(0))
     params = _slice_params(rc, rank)
+    if params is None:
+        return  # runtime bounds: the analysis froze every axis
     starts, ends, axes, steps = params
     new_starts, new_ends, changed = list(starts), list(ends), False
     for k, a in enumerate(axes):
@@ -207,17 +209,15 @@ def merge(ctx, dims: list[int]) -> int:
     return ctx.derived(np.tile(np.repeat(arr, inner), outer))
 
 
-def split_axis(ctx, var: int, out_sizes: list[int]) -> list[int]:
-    """One axis made into several: the leading non-1 one carries the units; each of
-    its slices becomes one unit (a whole head, a whole norm group)."""
+def split_lead(ctx, var: int, lead_size: int) -> int:
+    """An axis cut into `lead_size` equal blocks that become the leading axis of the
+    reshaped result: each block becomes one unit (a whole head, a whole norm group)."""
     arr = ctx.dims.array(var)
-    lead = next((k for k, s in enumerate(out_sizes) if s != 1), None)
-    out = [ctx.fixed(s) for s in out_sizes]
-    if arr is None or lead is None or not (arr >= 0).any():
-        return out
-    inner = int(np.prod(out_sizes[lead + 1:]))
-    owner = np.empty(out_sizes[lead], dtype=np.int64)
-    for p in range(out_sizes[lead]):
+    if arr is None or not (arr >= 0).any():
+        return ctx.fixed(lead_size)
+    inner = len(arr) // lead_size
+    owner = np.empty(lead_size, dtype=np.int64)
+    for p in range(lead_size):
         block = arr[p * inner:(p + 1) * inner]
         live = block[block >= 0]
         if len(live) < len(block):
@@ -225,8 +225,7 @@ def split_axis(ctx, var: int, out_sizes: list[int]) -> list[int]:
         for u in live[1:].tolist():
             ctx.units.union(int(live[0]), u)
         owner[p] = live[0] if len(live) else -1
-    out[lead] = ctx.derived(owner)
-    return out
+    return ctx.derived(owner)
 
 
 def align(in_shape, out_shape):
@@ -277,14 +276,31 @@ def reshape_dims(ctx, x: list[int], in_shape, out_shape) -> list[int] | None:
             out[outs[0]] = x[ins[0]]
         elif len(outs) == 1:
             out[outs[0]] = merge(ctx, [x[a] for a in range(ins[0], ins[-1] + 1)])
-        elif len(ins) == 1:
-            pieces = split_axis(ctx, x[ins[0]], [out_shape[b] for b in range(outs[0], outs[-1] + 1)])
-            for b, var in zip(range(outs[0], outs[-1] + 1), pieces):
-                out[b] = var
         else:
-            for a in ins:
-                ctx.freeze(x[a], "reshaped many-to-many")
+            _regroup(ctx, x, in_shape, out_shape, ins, outs, out)
     return out
+
+
+def _regroup(ctx, x, in_shape, out_shape, ins, outs, out) -> None:
+    """A run of axes re-blocked into several output axes ([C,H,W] -> [G, C/G·H·W] for
+    GroupNorm, hidden -> [heads, head_dim], and back). Prunable only when the run's
+    leading axis is the only prunable one: its blocks then map to whole slices of the
+    leading output axis, and every other output axis keeps its size."""
+    owned = [a for a in ins if ctx.dims.get(x[a]) is not FIXED]
+    if not owned:
+        return
+    t, lead = ins[0], outs[0]
+    s_t, s_l = in_shape[t], out_shape[lead]
+    if owned != [t]:
+        for a in owned:
+            ctx.freeze(x[a], "reshaped together with other axes in a way that mixes them")
+        return
+    if s_t % s_l == 0:
+        out[lead] = x[t] if s_t == s_l else split_lead(ctx, x[t], s_l)
+    elif s_l % s_t == 0:
+        out[lead] = ctx.derived(np.repeat(ctx.dims.array(x[t]), s_l // s_t))
+    else:
+        ctx.freeze(x[t], f"reshaped into blocks of {s_l} that do not divide {s_t}")
 
 
 @register("Flatten")
@@ -306,7 +322,7 @@ def rewrite_reshape(rc) -> None:
         if entries is None:
             entries = rc.entries(1, len(out_shape))
         e = entries[b]
-        if e is not None and e.value > 0:
+        if isinstance(e, ConstEntry) and e.value > 0:
             rc.write_entry(e, int(keep.sum()))
 
 
@@ -326,13 +342,28 @@ def reshape(ctx) -> None:
         if entries is None:
             entries = entries_of_input(ctx.node, 1, ctx.an.shape_of) or [None] * len(out)
         e = entries[b] if b < len(entries) else None
-        if e is None:
+        if isinstance(e, ShapeEntry):
+            # Fine when the shape read at runtime is of an axis that loses the same
+            # positions (GroupNorm's reshape back to the shape of its input).
+            dims = ctx.an.value_dims.get(e.value)
+            same = dims is not None and (
+                ctx.dims.find(dims[e.axis]) == ctx.dims.find(var)
+                or _same_classes(ctx, dims[e.axis], var)
+            )
+            if not same:
+                ctx.freeze(var, f"target size of axis {b} is read from an unrelated shape")
+        elif e is None:
             ctx.freeze(var, f"target size of axis {b} is computed at runtime")
-        elif e.value == 0 and not ctx.attr("allowzero", 0) and (
+        elif isinstance(e, ConstEntry) and e.value == 0 and not ctx.attr("allowzero", 0) and (
             b >= len(x) or ctx.dims.find(x[b]) != ctx.dims.find(var)
         ):
             ctx.freeze(var, f"target 0 copies input axis {b}, which is a different axis")
     ctx.set_out(0, out)
+
+
+def _same_classes(ctx, a: int, b: int) -> bool:
+    ca, cb = ctx.an.classes_of(a), ctx.an.classes_of(b)
+    return ca is not None and cb is not None and np.array_equal(ca, cb)
 
 
 # -- Transpose, Squeeze, Unsqueeze --------------------------------------------------
@@ -467,7 +498,7 @@ def rewrite_expand(rc) -> None:
             continue
         entries = entries or rc.entries(1, len(out_shape))
         e = entries[b]
-        if e is not None and e.value > 1:
+        if isinstance(e, ConstEntry) and e.value > 1:
             rc.write_entry(e, int(keep.sum()))
 
 
@@ -491,7 +522,7 @@ def expand(ctx) -> None:
         else:
             # A broadcast axis: prunable only if its size is a literal we can rewrite.
             e = entries[b] if b < len(entries) else None
-            literal = e is not None and e.value == size and size not in (None, 1)
+            literal = isinstance(e, ConstEntry) and e.value == size and size not in (None, 1)
             out.append(ctx.dims.new(size) if literal else ctx.fixed(size))
     ctx.set_out(0, out)
 

@@ -1,0 +1,3 @@
+"""onnxprune: structured pruning of ONNX graphs, with verified output."""
+
+__version__ = "0.1.0"
