@@ -130,7 +130,7 @@ class ChannelAnalysis:
         return dims
 
     # -- the walk --------------------------------------------------------------
-    def run(self) -> "ChannelAnalysis":
+    def run(self, ignore: tuple[str, ...] = ()) -> "ChannelAnalysis":
         from onnxprune.passes.rules import RULES, default_rule
 
         for value in self.graph.inputs:
@@ -145,6 +145,7 @@ class ChannelAnalysis:
             else:
                 rule(ctx)
             ctx.finish()
+        self._freeze_ignored(ignore)
         for value in self.graph.outputs:
             dims = self.runtime_dims(value)
             for axis, v in enumerate(dims or []):
@@ -155,6 +156,30 @@ class ChannelAnalysis:
                     self.dims.set_owner(v, FIXED)
         self._build_groups()
         return self
+
+    def _freeze_ignored(self, names) -> None:
+        """Nodes the user asked to leave alone keep every channel they read or write."""
+        if not names:
+            return
+        by_name = {node_label(n, i): i for i, n in enumerate(self.nodes)}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            from onnxprune.errors import OnnxPruneError
+
+            raise OnnxPruneError(
+                f"--ignore names no node {', '.join(map(repr, unknown))}: "
+                "`onnxprune inspect MODEL` lists the node names"
+            )
+        for name in names:
+            i = by_name[name]
+            node = self.nodes[i]
+            variables = [v for (ni, _), d in self.const_dims.items() if ni == i for v in d]
+            for value in node.outputs:
+                variables += self.value_dims.get(value, [])
+            for v in variables:
+                own = self.dims.get(v)
+                if isinstance(own, np.ndarray):
+                    self.units.freeze(own, f"node '{name}' is ignored by request")
 
     def _build_groups(self) -> None:
         units = self.units
@@ -350,5 +375,5 @@ class NodeContext:
         )
 
 
-def analyze_channels(model: ir.Model, shapes: dict[str, tuple]) -> ChannelAnalysis:
-    return ChannelAnalysis(model, shapes).run()
+def analyze_channels(model: ir.Model, shapes: dict[str, tuple], ignore=()) -> ChannelAnalysis:
+    return ChannelAnalysis(model, shapes).run(tuple(ignore))

@@ -219,7 +219,7 @@ def node_cost(node: ir.Node, shape_of: ShapeOf) -> NodeCost:
     Never raises for a missing shape or an unknown op: the count is 0 (params still
     counted where their shapes are known) and `note` says why.
     """
-    params = sum(_numel(v, shape_of) or 0 for v in _unique(node.inputs) if _is_parameter(v))
+    params = sum(_numel(v, shape_of) or 0 for v in _unique(node.inputs) if is_parameter(v))
     rule = COST_RULES.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
     if rule is None:
         return NodeCost(params=params, note=f"no cost rule for {node.domain + '::' if node.domain else ''}{node.op_type}")
@@ -245,7 +245,7 @@ def _numel(value: ir.Value, shape_of: ShapeOf) -> int | None:
     return None if shape is None else math.prod(shape)
 
 
-def _is_parameter(value: ir.Value) -> bool:
+def is_parameter(value: ir.Value) -> bool:
     """A floating-point constant: an initializer or a Constant node's output."""
     producer = value.producer()
     if value.const_value is not None or value.is_initializer():
@@ -280,7 +280,7 @@ def model_cost(
         rows.append(NodeRow(node.name or "", node.op_type, cost.macs, cost.params, cost.other_ops, cost.note))
     constants = [v for v in model.graph.initializers.values()]
     constants += [n.outputs[0] for n in model.graph if n.op_type == "Constant" and n.domain in _STANDARD_DOMAINS]
-    total_params = sum(_numel(v, shape_of) or 0 for v in constants if _is_parameter(v))
+    total_params = sum(_numel(v, shape_of) or 0 for v in constants if is_parameter(v))
     return CostReport(
         rows=rows,
         total_macs=sum(r.macs for r in rows),

@@ -104,37 +104,61 @@ def _sliced(array: np.ndarray, key: tuple) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _signature(key: tuple) -> tuple:
+    return tuple((axis, raw) for axis, raw, _ in key)
+
+
+def const_slicings(an: ChannelAnalysis, removed: set[int]) -> dict:
+    """How each constant will be sliced: value -> None (untouched), a slice key (all
+    readers agree: sliced in place), or {use: key} for the readers that get a copy."""
+    uses_by_value: dict[ir.Value, list[tuple[int, int]]] = {}
+    for ni, ii in an.const_dims:
+        uses_by_value.setdefault(an.nodes[ni].inputs[ii], []).append((ni, ii))
+    result = {}
+    for value, keys in uses_by_value.items():
+        slicings = {k: _slice_key(an, k, removed) for k in keys}
+        if not any(slicings.values()):
+            result[value] = None
+            continue
+        readers = {(id(u.node), u.idx) for u in value.uses()}
+        known = {(id(an.nodes[ni]), ii) for ni, ii in keys}
+        distinct = {_signature(s) for s in slicings.values()}
+        if len(distinct) == 1 and readers <= known:
+            result[value] = next(iter(slicings.values()))
+        else:
+            result[value] = {k: s for k, s in slicings.items() if s}
+    return result
+
+
+def predicted_shape(shape: tuple, key: tuple) -> tuple:
+    shape = list(shape)
+    for axis, _, mask in key:
+        shape[axis] = int(mask.sum())
+    return tuple(shape)
+
+
 def slice_channels(an: ChannelAnalysis, removed: set[int]) -> bool:
     """Apply the removal; returns whether the graph changed."""
     if not removed:
         return False
     graph = an.graph
+    slicings = const_slicings(an, removed)  # before any input is replaced
     # 1. Per-op rewrites of attributes and shape constants.
     for i, node in enumerate(an.nodes):
         rewrite = REWRITES.get((node.domain or "", node.op_type))
         if rewrite is not None:
             rewrite(RewriteContext(an, node, i, removed))
     # 2. Slice constants, per use, sharing where the slicing agrees.
-    uses_by_value: dict[ir.Value, list[tuple[int, int]]] = {}
-    for (ni, ii) in an.const_dims:
-        value = an.nodes[ni].inputs[ii]
-        uses_by_value.setdefault(value, []).append((ni, ii))
-    for value, keys in uses_by_value.items():
-        slicings = {k: _slice_key(an, k, removed) for k in keys}
-        if not any(slicings.values()):
+    for value, plan in slicings.items():
+        if plan is None:
             continue
-        all_uses = [(id(u.node), u.idx) for u in value.uses()]
-        known = {(id(an.nodes[ni]), ii) for ni, ii in keys}
-        distinct = {tuple((a, b) for a, b, _ in s) for s in slicings.values()}
         original = const_array(value)
-        if len(distinct) == 1 and set(all_uses) <= known:
-            set_value_array(value, _sliced(original, next(iter(slicings.values()))))
+        if isinstance(plan, tuple):
+            set_value_array(value, _sliced(original, plan))
             continue
         made: dict[tuple, ir.Value] = {}
-        for (ni, ii), s in slicings.items():
-            if not s:
-                continue
-            sig = tuple((a, b) for a, b, _ in s)
+        for (ni, ii), s in plan.items():
+            sig = _signature(s)
             if sig not in made:
                 made[sig] = new_initializer(graph, f"{value.name}_pruned", _sliced(original, s))
             an.nodes[ni].replace_input_with(ii, made[sig])

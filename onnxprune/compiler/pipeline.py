@@ -1,0 +1,172 @@
+"""The compiler driver for channel pruning.
+
+    load → shapes → channel groups → scores → selection (or a given plan)
+         → predicted cost → slice channels → cleanup → shape inference
+         → verify (checker + ONNX Runtime against the original) → cost after
+
+`prune` never modifies what it is given: it works on its own copy and returns the
+pruned `ir.Model` with the plan and a JSON-ready report. Writing the file is the
+caller's (or the CLI's) job, through `save_model`, which is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+
+from onnxprune.compiler.importance import class_scores
+from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.predict import Predictor, group_costs
+from onnxprune.compiler.selection import select_removed
+from onnxprune.compiler.verify import verify_model
+from onnxprune.errors import OnnxPruneError
+from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
+from onnxprune.passes.cost import model_cost, static_shapes
+from onnxprune.passes.slice_channels import slice_channels
+
+
+@dataclass
+class PruneResult:
+    model: ir.Model
+    plan: PruningPlan
+    report: dict
+
+
+def _two_copies(source) -> tuple[ir.Model, ir.Model]:
+    """(original, working copy). From a path both load lazily (external data stays
+    memory-mapped); an `ir.Model` given by the caller is the original, untouched."""
+    if isinstance(source, (str, os.PathLike)):
+        return load_model(source), load_model(source)
+    if isinstance(source, onnx.ModelProto):
+        return load_model(source), load_model(source)
+    if isinstance(source, ir.Model):
+        return source, load_model(ir.serde.serialize_model(source))
+    raise OnnxPruneError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(source).__name__}")
+
+
+def analyze(model: ir.Model, input_shapes=None, ignore=()) -> tuple[ChannelAnalysis, dict, dict]:
+    """Channel analysis of a loaded model: (analysis, input shapes, all static shapes)."""
+    shapes_in = resolve_input_shapes(model, input_shapes)
+    shapes = static_shapes(model, shapes_in)
+    return analyze_channels(model, shapes, ignore), shapes_in, shapes
+
+
+def prune(
+    source,
+    *,
+    ratio: float = 0.5,
+    criterion: str = "l1",
+    global_ranking: bool = False,
+    round_to: int = 1,
+    ignore=(),
+    input_shapes=None,
+    plan: PruningPlan | None = None,
+    verify: bool = True,
+) -> PruneResult:
+    """Prune channel groups of a model; see the module docstring for the stages."""
+    original, model = _two_copies(source)
+    an, shapes_in, shapes = analyze(model, input_shapes, ignore)
+    before = model_cost(model, shapes)
+    scores, used = class_scores(an, criterion)
+    if plan is not None:
+        removed = plan.to_removed(an)
+    else:
+        removed = select_removed(an, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+    predictor = Predictor(an, removed)
+    predicted = {"macs": predictor.total_macs(), "params": predictor.total_params()}
+    settings = {
+        "ratio": ratio, "criterion": criterion, "global": global_ranking,
+        "round_to": round_to, "ignore": list(ignore),
+    }
+    new_plan = PruningPlan.from_removed(an, removed, **settings)
+    group_rows = _group_rows(an, removed, used)
+    slice_channels(an, removed)
+    RemoveUnusedNodesPass()(model)
+    ShapeInferencePass(strict_mode=False)(model)
+    verification = None
+    if verify:
+        result = verify_model(original, model, shapes_in)
+        verification = {"ok": result.ok, "message": result.message}
+    after = model_cost(model, static_shapes(model, shapes_in))
+    report = {
+        "settings": settings,
+        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
+        "groups": {
+            "total": len(an.groups),
+            "prunable": sum(1 for g in an.groups if g.prunable),
+            "channels_removed": len(removed),
+            "detail": group_rows,
+        },
+        "cost": {
+            "before": {"macs": before.total_macs, "params": before.total_params},
+            "predicted": predicted,
+            "after": {"macs": after.total_macs, "params": after.total_params},
+            "macs_reduction": _frac(before.total_macs, after.total_macs),
+            "params_reduction": _frac(before.total_params, after.total_params),
+        },
+        "verification": verification,
+    }
+    return PruneResult(model=model, plan=new_plan, report=report)
+
+
+def _frac(before: int, after: int) -> float:
+    return 0.0 if before == 0 else round(1.0 - after / before, 6)
+
+
+def _group_rows(an: ChannelAnalysis, removed: set[int], used: dict[int, str]) -> list[dict]:
+    rows = []
+    for g in an.groups:
+        gone = sum(1 for c in g.classes if c in removed)
+        rows.append(
+            {
+                "id": g.id,
+                "source": g.sources[0]["tensor"] if g.sources else None,
+                "size": g.size,
+                "prunable": len(g.prunable),
+                "removed": gone,
+                "criterion": used.get(g.id),
+                "exact": g.exact,
+            }
+        )
+    return rows
+
+
+def inspect(source, *, input_shapes=None) -> dict:
+    """What is prunable, what is frozen and why, and what it costs (JSON-ready)."""
+    model = source if isinstance(source, ir.Model) else load_model(source)
+    an, shapes_in, shapes = analyze(model, input_shapes)
+    cost = model_cost(model, shapes)
+    per_group = group_costs(an)
+    groups = []
+    for g in an.groups:
+        groups.append(
+            {
+                "id": g.id,
+                "size": g.size,
+                "prunable": len(g.prunable),
+                "exact": g.exact,
+                "sources": [f"{s['tensor']}[axis {s['axis']}]" for s in g.sources],
+                "members": [
+                    {"kind": k, "tensor": name, "axis": axis, "role": role}
+                    for k, name, axis, role in g.members
+                ],
+                "frozen_reasons": g.reasons(),
+                "inexact_reasons": sorted({r for lst in g.inexact.values() for r in lst}),
+                **per_group.get(g.id, {"macs_per_channel": 0, "params_per_channel": 0}),
+            }
+        )
+    nodes = [
+        {"name": node_label(n, i), "op_type": row.op_type, "macs": row.macs, "params": row.params}
+        for i, (n, row) in enumerate(zip(an.nodes, cost.rows))
+    ]
+    return {
+        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
+        "total": {"macs": cost.total_macs, "params": cost.total_params, "nodes": len(an.nodes)},
+        "groups": groups,
+        "nodes": nodes,
+    }
