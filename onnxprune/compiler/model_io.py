@@ -293,6 +293,17 @@ def _detach_from_file(model: ir.Model, data_path: str) -> None:
                 value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
 
 
+def prefers_file(model: ir.Model) -> bool:
+    """Whether `model` should reach ONNX APIs as a saved file rather than as bytes.
+
+    True when its weights exceed the protobuf limit, or when any live in external files:
+    inlining those would copy every weight into RAM, while saving copies file to file.
+    """
+    return initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD or any(
+        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
+    )
+
+
 def to_proto(model: ir.Model) -> onnx.ModelProto:
     """Serialise `model` to one self-contained ModelProto (external tensors read inline).
 
@@ -491,12 +502,12 @@ def ort_session(
     providers = providers or ["CPUExecutionProvider"]
     keep_alive = None
     if isinstance(model, ir.Model):
-        if initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-            source = to_proto(model).SerializeToString()
-        else:
+        if prefers_file(model):
             keep_alive = tempfile.TemporaryDirectory(prefix="onnxprune-")
             source = os.path.join(keep_alive.name, "model.onnx")
             save_model(model, source, external_data=True)
+        else:
+            source = to_proto(model).SerializeToString()
     elif isinstance(model, onnx.ModelProto):
         source = model.SerializeToString()
     else:
@@ -508,3 +519,41 @@ def ort_session(
     if keep_alive is not None:
         session._onnxprune_tmpdir = keep_alive  # deleted with the session
     return session
+
+
+def run_session(session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `session` on numpy feeds; return every output by name as a numpy array.
+
+    ONNX Runtime's Python API has no numpy type for bfloat16, so when an input or output
+    is bfloat16 the feeds go in as OrtValues and outputs are copied out of their CPU
+    buffers as ml_dtypes.bfloat16. Runtime failures become OnnxPruneError.
+    """
+    import onnxruntime as ort
+
+    names = [o.name for o in session.get_outputs()]
+    bf16 = ir.DataType.BFLOAT16.numpy()
+    try:
+        uses_bf16 = any(a.dtype == bf16 for a in feeds.values()) or any(
+            o.type == "tensor(bfloat16)" for o in session.get_outputs()
+        )
+        if not uses_bf16:
+            return dict(zip(names, session.run(None, dict(feeds))))
+        values = {
+            name: ort.OrtValue.ortvalue_from_numpy_with_onnx_type(a.view(np.uint16), onnx.TensorProto.BFLOAT16)
+            if a.dtype == bf16
+            else ort.OrtValue.ortvalue_from_numpy(a)
+            for name, a in feeds.items()
+        }
+        return {name: _ortvalue_to_numpy(v) for name, v in zip(names, session.run_with_ort_values(None, values))}
+    except Exception as err:
+        raise OnnxPruneError(f"ONNX Runtime failed running the model: {_first_line(err)}") from err
+
+
+def _ortvalue_to_numpy(value) -> np.ndarray:
+    if value.data_type() != "tensor(bfloat16)":
+        return value.numpy()
+    import ctypes
+
+    nbytes = value.tensor_size_in_bytes()
+    raw = (ctypes.c_uint8 * nbytes).from_address(value.data_ptr()) if nbytes else b""
+    return np.frombuffer(bytes(raw), dtype=np.uint16).view(ir.DataType.BFLOAT16.numpy()).reshape(value.shape())

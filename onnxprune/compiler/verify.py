@@ -16,12 +16,12 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.compiler.model_io import (
-    EXTERNAL_DATA_THRESHOLD,
     graph_inputs,
-    initializer_bytes,
     make_sample_inputs,
     ort_session,
+    prefers_file,
     resolve_input_shapes,
+    run_session,
     save_model,
     to_proto,
 )
@@ -103,10 +103,10 @@ def _checker_error(model: ir.Model) -> str | None:
 
 def _run_checker(model: ir.Model, *, full_check: bool) -> str | None:
     try:
-        if initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        if not prefers_file(model):
             onnx.checker.check_model(to_proto(model), full_check=full_check)
         else:
-            # The checker reads models over 2 GB only from a path with external data.
+            # Over 2 GB the checker reads only from a path; external weights stay on disk.
             with tempfile.TemporaryDirectory(prefix="onnxprune-check-") as tmp:
                 path = os.path.join(tmp, "model.onnx")
                 save_model(model, path, external_data=True)
@@ -136,13 +136,9 @@ def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputC
     results = {}
     for label, model in (("original", original), ("pruned", pruned)):
         try:
-            session = ort_session(model)
-            names = [o.name for o in session.get_outputs()]
-            results[label] = dict(zip(names, session.run(None, feeds)))
+            results[label] = run_session(ort_session(model), feeds)
         except OnnxPruneError as err:
-            return [], [f"{label} model does not load in ONNX Runtime ({err})"]
-        except Exception as err:  # ORT raises its own types at run time
-            return [], [f"{label} model fails in ONNX Runtime ({type(err).__name__}: {str(err).splitlines()[0]})"]
+            return [], [f"{label} model: {err}"]
     comparisons, problems = [], []
     for name in results["original"]:
         a, b = results["original"][name], results["pruned"].get(name)
@@ -159,10 +155,10 @@ def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputC
             problems.append(
                 f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, expected {row.dtype_before}{list(row.shape_before)}"
             )
-        elif np.issubdtype(a.dtype, np.number) and a.size:
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            row.max_abs_diff = float(diff.max())
-            row.rel_diff = row.max_abs_diff / max(float(np.abs(a.astype(np.float64)).max()), 1e-12)
+        elif a.size and a.dtype.kind in "biufcV":  # "V": ml_dtypes such as bfloat16
+            before, after = a.astype(np.float64), b.astype(np.float64)
+            row.max_abs_diff = float(np.abs(after - before).max())
+            row.rel_diff = row.max_abs_diff / max(float(np.abs(before).max()), 1e-12)
         comparisons.append(row)
     return comparisons, problems
 

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -53,12 +55,12 @@ import onnx.shape_inference
 import onnx_ir as ir
 
 from onnxprune.compiler.model_io import (
-    EXTERNAL_DATA_THRESHOLD,
     graph_inputs,
-    initializer_bytes,
     make_sample_inputs,
     ort_session,
+    prefers_file,
     resolve_input_shapes,
+    run_session,
     save_model,
 )
 
@@ -390,21 +392,15 @@ def _static_dims(info: onnx.ValueInfoProto) -> Shape | None:
 def _measured_shapes(model: ir.Model, concrete: Mapping[str, Shape], names: list[str]) -> dict[str, Shape]:
     """Shapes of `names` read from one ONNX Runtime run with them exposed as outputs.
 
-    Used only where inference gave up (e.g. a Reshape fed by a computed shape). The
-    model is copied through serialisation (or a temporary save when over 2 GB) first.
+    Used only where inference gave up (e.g. a Reshape fed by a computed shape). Works on
+    a copy made through a temporary save; weights stay external when they already are.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="onnxprune-shapes-") as tmp:
-        path = f"{tmp}/model.onnx"
-        external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-        save_model(model, path, external_data=external)
+        path = os.path.join(tmp, "model.onnx")
+        save_model(model, path, external_data=prefers_file(model))
         proto = onnx.load(path, load_external_data=False)
         existing = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
         onnx.save(proto, path)
-        session = ort_session(path)
-        feeds = make_sample_inputs(model, concrete)
-        outputs = [o.name for o in session.get_outputs()]
-        arrays = session.run(None, feeds)
-    return {name: tuple(a.shape) for name, a in zip(outputs, arrays) if name in names and hasattr(a, "shape")}
+        arrays = run_session(ort_session(path), make_sample_inputs(model, concrete))
+    return {name: tuple(a.shape) for name, a in arrays.items() if name in names and hasattr(a, "shape")}

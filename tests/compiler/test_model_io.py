@@ -395,3 +395,34 @@ def test_ort_session_without_onnxruntime(crc_proto, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with _raises(r"pip install onnxprune\[cpu\]"):
         ort_session(crc_proto)
+
+
+def test_ort_session_over_the_protobuf_limit_goes_through_a_file(crc_proto, monkeypatch):
+    model = load_model(crc_proto)
+    feeds = make_sample_inputs(model, resolve_input_shapes(model))
+    expected = ort_session(crc_proto).run(None, feeds)[0]
+    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 100)  # pretend the weights are > 2 GB
+    assert model_io.prefers_file(model)
+    np.testing.assert_array_equal(ort_session(model).run(None, feeds)[0], expected)
+
+
+def test_run_session_handles_bfloat16():
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (bfloat16[2, 3] x) => (bfloat16[2, 3] y, float[2, 3] z) {
+          y = Identity(x)
+          z = Cast<to = 1>(x)
+        }
+    """)
+    model = load_model(proto)
+    feeds = make_sample_inputs(model, resolve_input_shapes(model))
+    out = model_io.run_session(ort_session(model), feeds)
+    assert out["y"].dtype == feeds["x"].dtype
+    np.testing.assert_array_equal(out["y"], feeds["x"])
+    np.testing.assert_array_equal(out["z"], feeds["x"].astype(np.float32))
+
+
+def test_run_session_failure_is_one_line(crc_proto):
+    with _raises("ONNX Runtime failed running the model") as info:
+        model_io.run_session(ort_session(crc_proto), {"x": np.zeros((1, 5, 8, 8), np.float32)})
+    assert "\n" not in str(info.value)
