@@ -17,6 +17,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -70,6 +71,23 @@ def export_torchscript(model, shape, name, path):
         )
 
 
+_PATH_IN_TRACE = re.compile(r'File "[^"]*?/(site-packages|models)/')
+
+
+def scrub_paths(model: onnx.ModelProto) -> None:
+    """Make the dynamo exporter's stack-trace metadata machine-independent.
+
+    Every node carries pkg.torch.onnx.stack_trace with absolute file paths (the checkout,
+    the Python prefix); keep the metadata (real exports have it) but cut each path to
+    'site-packages/...' or 'models/...' so the bytes, and the sha256, do not depend on
+    where the script ran.
+    """
+    for node in model.graph.node:
+        for p in node.metadata_props:
+            if p.key.endswith("stack_trace"):
+                p.value = _PATH_IN_TRACE.sub(lambda m: f'File "{m.group(1)}/', p.value)
+
+
 def export_dynamo(model, shape, name, path):
     x = torch.randn(2, *shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -82,6 +100,9 @@ def export_dynamo(model, shape, name, path):
             dynamic_shapes=({0: batch},), report=False, verify=False,
         )
         prog.save(path, external_data=False)
+    m = onnx.load(path)
+    scrub_paths(m)
+    onnx.save(m, path)
     if os.path.exists(data_file):  # never leave a side file behind
         os.remove(data_file)
         raise RuntimeError("dynamo exporter wrote external data despite external_data=False")
