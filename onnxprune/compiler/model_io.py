@@ -62,7 +62,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
             model = ir.serde.deserialize_model(source)
         except Exception as err:  # onnx-ir raises several types; all mean "unreadable"
             raise OnnxPruneError(
-                f"{label} could not be read into onnx-ir ({_first_line(err)}): re-export the model with a current exporter"
+                f"{label} could not be read into onnx-ir ({_first_line(err)}): "
+                "re-export the model with a current exporter"
             ) from err
     else:
         path = os.fspath(source)
@@ -118,7 +119,8 @@ def _check_ir_version(model: ir.Model, label: str) -> None:
 def _check_io(model: ir.Model, label: str) -> None:
     if not graph_inputs(model):
         raise OnnxPruneError(
-            f"{label} has no graph inputs (only constants): onnxprune needs a model that takes an input; re-export with inputs"
+            f"{label} has no graph inputs (only constants): onnxprune needs a model that takes an input; "
+            "re-export with inputs"
         )
     if not model.graph.outputs:
         raise OnnxPruneError(f"{label} has no graph outputs: re-export the model with its outputs declared")
@@ -140,7 +142,8 @@ def _check_external_data(model: ir.Model, label: str) -> None:
             size = os.path.getsize(path)
             if size < needed:
                 raise OnnxPruneError(
-                    f"external data file {path} is truncated ({size} bytes, initializer '{value.name}' needs {needed}): "
+                    f"external data file {path} is truncated ({size} bytes, "
+                    f"initializer '{value.name}' needs {needed}): "
                     "copy or export the .data file again"
                 )
 
@@ -152,7 +155,8 @@ def _check_domains(model: ir.Model, label: str) -> None:
     for domain in model.opset_imports:
         if domain not in allowed:
             raise OnnxPruneError(
-                f"{label} imports unknown opset domain '{domain}' (custom ops): onnxprune cannot see through custom ops; "
+                f"{label} imports unknown opset domain '{domain}' (custom ops): "
+                "onnxprune cannot see through custom ops; "
                 "export with standard ONNX ops only"
             )
     for node, _where in _all_nodes(model):
@@ -272,7 +276,9 @@ def save_model(
     except OnnxPruneError:
         raise
     except Exception as err:
-        raise OnnxPruneError(f"could not save {path} ({_first_line(err)}): check free disk space and permissions") from err
+        raise OnnxPruneError(
+            f"could not save {path} ({_first_line(err)}): check free disk space and permissions"
+        ) from err
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -289,7 +295,9 @@ def _detach_from_file(model: ir.Model, data_path: str) -> None:
     for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
-            if isinstance(tensor, ir.ExternalTensor) and os.path.exists(tensor.path) and os.path.samefile(tensor.path, data_path):
+            if not isinstance(tensor, ir.ExternalTensor) or not os.path.exists(tensor.path):
+                continue
+            if os.path.samefile(tensor.path, data_path):
                 value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
 
 
@@ -360,7 +368,8 @@ def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
             dim = int(text.strip())
         except ValueError:
             raise OnnxPruneError(
-                f"bad --input-shape '{spec}': '{text.strip()}' is not an integer; give every dim as a number, e.g. {name}=1,3,224,224"
+                f"bad --input-shape '{spec}': '{text.strip()}' is not an integer; "
+                f"give every dim as a number, e.g. {name}=1,3,224,224"
             ) from None
         if dim <= 0:
             raise OnnxPruneError(f"bad --input-shape '{spec}': dims must be positive, got {dim}")

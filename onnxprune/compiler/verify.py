@@ -153,7 +153,8 @@ def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputC
             problems.append(f"output '{name}' is missing")
         elif (row.dtype_before, row.shape_before) != (row.dtype_after, row.shape_after):
             problems.append(
-                f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, expected {row.dtype_before}{list(row.shape_before)}"
+                f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, "
+                f"expected {row.dtype_before}{list(row.shape_before)}"
             )
         elif a.size and a.dtype.kind in "biufcV":  # "V": ml_dtypes such as bfloat16
             before, after = a.astype(np.float64), b.astype(np.float64)

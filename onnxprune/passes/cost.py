@@ -224,7 +224,8 @@ def node_cost(node: ir.Node, shape_of: ShapeOf) -> NodeCost:
     params = sum(_numel(v, shape_of) or 0 for v in _unique(node.inputs) if is_parameter(v))
     rule = COST_RULES.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
     if rule is None:
-        return NodeCost(params=params, note=f"no cost rule for {node.domain + '::' if node.domain else ''}{node.op_type}")
+        where = f"{node.domain}::" if node.domain else ""
+        return NodeCost(params=params, note=f"no cost rule for {where}{node.op_type}")
     try:
         macs, other = rule(node, shape_of)
     except _UnknownShape as missing:

@@ -243,7 +243,8 @@ def test_save_external_when_over_threshold(tmp_path, crc_path):
     proto = onnx.load(out, load_external_data=False)
     external = {t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
     assert "w2" in external  # 4*8*3*3 floats: over the inline limit
-    assert {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"} == {"big.onnx.data"}
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"big.onnx.data"}
     reloaded = load_model(out)
     for name, array in _weights(model).items():
         np.testing.assert_array_equal(_weights(reloaded)[name], array)

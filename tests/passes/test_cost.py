@@ -1,7 +1,6 @@
 import contextlib
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
