@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--report", metavar="JSON", help="write a JSON report (costs, groups, verification, plan)")
     pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan instead of choosing")
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
+    pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
 
     ins = sub.add_parser("inspect", help="show channel groups, frozen reasons and costs")
     ins.add_argument("model", help="input .onnx file")
@@ -63,6 +64,11 @@ def _run_prune(args) -> int:
     if not os.path.isdir(out_dir):
         raise OnnxPruneError(f"output directory {out_dir} does not exist: create it first")
     plan = PruningPlan.load(args.plan) if args.plan else None
+    labelled = None
+    if args.eval:
+        from onnxprune.runtime.evaluate import load_labelled
+
+        labelled = load_labelled(args.eval)
     result = prune(
         args.model,
         ratio=args.ratio,
@@ -73,6 +79,15 @@ def _run_prune(args) -> int:
         input_shapes=_shapes(args.input_shape),
         plan=plan,
     )
+    if labelled is not None:
+        from onnxprune.compiler.model_io import load_model
+        from onnxprune.runtime.evaluate import accuracy
+
+        result.report["accuracy"] = {
+            "data": args.eval,
+            "before": accuracy(load_model(args.model), *labelled),
+            "after": accuracy(result.model, *labelled),
+        }
     save_model(result.model, args.output)
     if args.save_plan:
         result.plan.save(args.save_plan)
@@ -87,6 +102,9 @@ def _run_prune(args) -> int:
         f"{g['channels_removed']} channels removed from {g['prunable']} of {g['total']} groups; "
         "verified with ONNX Runtime"
     )
+    if labelled is not None:
+        acc = result.report["accuracy"]
+        print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
     return 0
 
 
