@@ -292,8 +292,9 @@ def test_chained_grouped_convs_merge_into_the_coarser_groups():
         """,
         {"w1": (8, 3, 1, 1), "w2": (8, 2, 1, 1), "w3": (8, 4, 1, 1), "w4": (4, 8, 1, 1)},
     )
-    g = group_of(analysis(proto), "w1")
-    assert g is group_of(analysis(proto), "w3") and g.size == 2
+    an = analysis(proto)
+    g = group_of(an, "w1")
+    assert g is group_of(an, "w3") and g.size == 2
     result, _, _ = prune_and_check(proto)
     m = result.model
     assert (attr(producer(m, "h"), "group"), attr(producer(m, "k"), "group")) == (2, 1)
