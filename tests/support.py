@@ -207,7 +207,7 @@ def _run_shapes(proto: onnx.ModelProto, names: list[str], batch: int) -> dict[st
 # --------------------------------------------------------------------------- exactness
 
 
-def _constant_producer(model: ir.Model, value: ir.Value) -> ir.Node | None:
+def _constant_producer(value: ir.Value) -> ir.Node | None:
     prod = value.producer()
     if prod is not None and prod.op_type == "Constant" and prod.domain in ("", "ai.onnx"):
         return prod
@@ -216,10 +216,10 @@ def _constant_producer(model: ir.Model, value: ir.Value) -> ir.Node | None:
 
 def read_const(value: ir.Value) -> np.ndarray:
     """The array behind an initializer or a Constant node's output (a copy)."""
-    if value.const_value is not None and not value.is_graph_input():
+    prod = _constant_producer(value)
+    if prod is None:
+        assert value.const_value is not None and not value.is_graph_input(), f"{value.name} is not a constant"
         return np.array(value.const_value.numpy(), copy=True)
-    prod = value.producer()
-    assert prod is not None and prod.op_type == "Constant", f"{value.name} is not a constant"
     attr = prod.attributes.get("value")
     assert attr is not None, f"Constant {prod.name} has no tensor 'value' attribute"
     return np.array(attr.value.numpy(), copy=True)
@@ -228,11 +228,16 @@ def read_const(value: ir.Value) -> np.ndarray:
 def write_const(value: ir.Value, array: np.ndarray) -> None:
     """Replace the data of an initializer or a Constant node (every reader sees it)."""
     tensor = ir.tensor(array, name=value.name)
-    if value.const_value is not None and not value.is_graph_input():
-        value.const_value = tensor
+    prod = _constant_producer(value)
+    if prod is not None:  # a Constant node: its attribute is what gets serialised
+        prod.attributes["value"] = ir.AttrTensor("value", tensor)
+        for key in ("value_float", "value_floats", "value_int", "value_ints"):
+            prod.attributes.pop(key, None)
+        if value.const_value is not None:
+            value.const_value = tensor
         return
-    prod = value.producer()
-    prod.attributes["value"] = ir.AttrTensor("value", tensor)
+    assert value.const_value is not None and not value.is_graph_input(), f"{value.name} is not a constant"
+    value.const_value = tensor
 
 
 def zero_consumer_slices(an, removed: set[int]) -> int:
