@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxPruneError as e:
         print(f"onnxprune: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `onnxprune inspect m.onnx | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("onnxprune: interrupted", file=sys.stderr)
         return 1

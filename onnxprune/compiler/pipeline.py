@@ -26,7 +26,8 @@ from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
-from onnxprune.passes.cost import model_cost, static_shapes
+from onnxprune.passes.cost import model_cost, static_shapes, symbolic_shapes
+from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.slice_channels import slice_channels
 
 
@@ -37,20 +38,22 @@ class PruneResult:
     report: dict
 
 
-def _two_copies(source) -> tuple[ir.Model, ir.Model]:
-    """(original, working copy). From a path both load lazily (external data stays
-    memory-mapped); an `ir.Model` given by the caller is the original, untouched."""
-    if isinstance(source, (str, os.PathLike)):
-        return load_model(source), load_model(source)
-    if isinstance(source, onnx.ModelProto):
-        return load_model(source), load_model(source)
+def _working_copy(source) -> ir.Model:
+    """A model of our own to change. From a path it loads lazily (external data stays
+    memory-mapped); an `ir.Model` given by the caller is never modified."""
+    if isinstance(source, (str, os.PathLike, onnx.ModelProto)):
+        return load_model(source)
     if isinstance(source, ir.Model):
-        return source, load_model(ir.serde.serialize_model(source))
+        return load_model(ir.serde.serialize_model(source))
     raise OnnxPruneError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(source).__name__}")
 
 
 def analyze(model: ir.Model, input_shapes=None, ignore=()) -> tuple[ChannelAnalysis, dict, dict]:
-    """Channel analysis of a loaded model: (analysis, input shapes, all static shapes)."""
+    """Channel analysis of a loaded model: (analysis, input shapes, all static shapes).
+
+    Folds shape arithmetic on static dims into constants first (the model is changed:
+    callers pass their working copy)."""
+    FoldShapeComputationsPass(symbolic_shapes(model))(model)
     shapes_in = resolve_input_shapes(model, input_shapes)
     shapes = static_shapes(model, shapes_in)
     return analyze_channels(model, shapes, ignore), shapes_in, shapes
@@ -69,7 +72,8 @@ def prune(
     verify: bool = True,
 ) -> PruneResult:
     """Prune channel groups of a model; see the module docstring for the stages."""
-    original, model = _two_copies(source)
+    original = source if isinstance(source, ir.Model) else load_model(source)
+    model = _working_copy(source)
     an, shapes_in, shapes = analyze(model, input_shapes, ignore)
     before = model_cost(model, shapes)
     scores, used = class_scores(an, criterion)
@@ -138,7 +142,7 @@ def _group_rows(an: ChannelAnalysis, removed: set[int], used: dict[int, str]) ->
 
 def inspect(source, *, input_shapes=None) -> dict:
     """What is prunable, what is frozen and why, and what it costs (JSON-ready)."""
-    model = source if isinstance(source, ir.Model) else load_model(source)
+    model = _working_copy(source)
     an, shapes_in, shapes = analyze(model, input_shapes)
     cost = model_cost(model, shapes)
     per_group = group_costs(an)

@@ -340,6 +340,20 @@ def static_shapes(model: ir.Model, input_shapes: Mapping[str, Shape] | None = No
     return shapes
 
 
+def symbolic_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
+    """Shapes with the model's own symbolic inputs: a dim is an int only where it is
+    the same for every input size (None where it follows a symbolic dim or is unknown).
+    Used to tell which shape values may be folded into constants. Does not modify `model`."""
+    proto = _shape_inference_proto(model, {})
+    inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    out: dict[str, tuple[int | None, ...]] = {}
+    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tt = info.type.tensor_type if info.type.HasField("tensor_type") else None
+        if tt is not None and tt.HasField("shape"):
+            out[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+    return out
+
+
 def _shape_inference_proto(model: ir.Model, concrete: Mapping[str, Shape]) -> onnx.ModelProto:
     """A ModelProto of `model`'s graph for shape inference, built without mutating `model`.
 
