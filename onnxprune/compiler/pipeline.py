@@ -28,7 +28,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
 from onnxprune.passes.cost import model_cost, static_shapes, symbolic_shapes
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
-from onnxprune.passes.slice_channels import slice_channels
+from onnxprune.passes.slice_channels import SliceChannelsPass
 
 
 @dataclass
@@ -89,9 +89,10 @@ def prune(
     }
     new_plan = PruningPlan.from_removed(an, removed, **settings)
     group_rows = _group_rows(an, removed, used)
-    slice_channels(an, removed)
-    RemoveUnusedNodesPass()(model)
-    ShapeInferencePass(strict_mode=False)(model)
+    rewrite = ir.passes.Sequential(
+        SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), ShapeInferencePass(strict_mode=False)
+    )
+    rewrite(model)
     verification = None
     if verify:
         result = verify_model(original, model, shapes_in)

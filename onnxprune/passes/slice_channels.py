@@ -170,3 +170,16 @@ def slice_channels(an: ChannelAnalysis, removed: set[int]) -> bool:
                 out.shape = None
     return True
 
+
+
+class SliceChannelsPass(ir.passes.InPlacePass):
+    """The rewrite as an onnx-ir pass over the model the analysis was made on."""
+
+    def __init__(self, an: ChannelAnalysis, removed: set[int]):
+        super().__init__()
+        self.an, self.removed = an, removed
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if model.graph is not self.an.graph:
+            raise ValueError("SliceChannelsPass must run on the model its analysis was made on")
+        return ir.passes.PassResult(model, modified=slice_channels(self.an, self.removed))
