@@ -34,8 +34,8 @@ def build(
     )
     rng = np.random.default_rng(seed)
     for name, spec in (weights or {}).items():
-        if isinstance(spec, np.ndarray):
-            array = spec
+        if isinstance(spec, (np.ndarray, np.generic)):
+            array = np.asarray(spec)
         else:
             array = rng.standard_normal(spec).astype(np.float32)
         proto.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
