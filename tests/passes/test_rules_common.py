@@ -56,6 +56,15 @@ def group_of(an, tensor: str):
     return found[0]
 
 
+def classes_of(an, remove: dict[str, list[int]]) -> set[int]:
+    """The classes of the given output features of source weights."""
+    chosen = set()
+    for name, indices in remove.items():
+        (src,) = [s for s in an.units.sources if s["tensor"] == name]
+        chosen |= {an.units.find(src["start"] + i) for i in indices}
+    return chosen
+
+
 def reasons(group) -> str:
     return " | ".join(group.reasons())
 
@@ -151,18 +160,22 @@ def prune_and_check(
     expect_removed: bool = True,
     atol: float = 1e-4,
     only: tuple[str, ...] = (),
+    remove: dict[str, list[int]] | None = None,
     verify: bool = True,
 ):
     """Prune through the whole pipeline (it verifies the model in ONNX Runtime) and,
     when `exact`, compare with the original whose `roles` weights of the removed
     channels are zeroed. `only` (weight names) restricts pruning to the groups those
-    weights create: every other prunable class of each, by a hand-made plan.
+    weights create: every other prunable class of each, by a hand-made plan; `remove`
+    ({weight: [output-feature indices]}) names exactly what goes.
     Returns (result, analysis of the original, removed classes)."""
     an = analysis(proto, input_shapes)
     plan = None
     if only:
         chosen = {c for name in only for c in group_of(an, name).prunable[::2]}
         plan = PruningPlan.from_removed(an, chosen)
+    if remove:
+        plan = PruningPlan.from_removed(an, classes_of(an, remove))
     result = prune(proto, ratio=ratio, input_shapes=input_shapes, plan=plan, verify=verify)
     if verify:
         assert result.report["verification"]["ok"], result.report["verification"]
