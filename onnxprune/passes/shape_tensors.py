@@ -6,7 +6,7 @@ for dynamic batch). `trace_entries` returns, for each element of such a 1-D int6
 tensor, either a `ConstEntry` (which constant, which flat index, and which node input
 reads it — so it can be replaced copy-on-write) or None when the element is computed
 at runtime. It follows Constant nodes, initializers, Concat, Unsqueeze/Reshape/Cast/
-Identity of a constant; anything else is runtime.
+Identity of a constant, Gather and Slice by constants; anything else is runtime.
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ def entries_of_input(node: ir.Node, i: int, shape_of=None, _depth: int = 0):
             entries = _shape_entries(prod, shape_of)
             if entries is not None:
                 return entries
+        elif prod.op_type == "Slice" and const_slice(prod) is not None:
+            # Older exporters cut Shape(x)[:2] with a Slice; follow it like a Gather so
+            # the entries it keeps stay traceable (and rewritable) instead of "runtime".
+            source = entries_of_input(prod, 0, shape_of, _depth + 1)
+            if source is not None:
+                return source[const_slice(prod)]
         elif prod.op_type == "Gather" and is_const(prod.inputs[1]):
             source = entries_of_input(prod, 0, shape_of, _depth + 1)
             idx = const_array(prod.inputs[1]).reshape(-1).tolist()
@@ -77,6 +83,18 @@ def entries_of_input(node: ir.Node, i: int, shape_of=None, _depth: int = 0):
         return None
     length = 1 if len(shape) == 0 else shape[0]
     return None if length is None else [None] * length
+
+
+def const_slice(node: ir.Node) -> slice | None:
+    """A Slice of a 1-D tensor along axis 0 with constant bounds, as a Python slice."""
+    if len(node.inputs) < 3 or any(v is not None and not is_const(v) for v in node.inputs[1:5]):
+        return None
+    vals = [None if v is None else const_array(v).reshape(-1).tolist() for v in node.inputs[1:5]]
+    vals += [None] * (4 - len(vals))
+    starts, ends, axes, steps = vals
+    if len(starts) != 1 or len(ends) != 1 or axes not in (None, [0], [-1]):
+        return None
+    return slice(int(starts[0]), int(ends[0]), 1 if steps is None else int(steps[0]))
 
 
 def _shape_entries(node: ir.Node, shape_of) -> list | None:

@@ -269,6 +269,12 @@ SHAPES = {"x": (2, 3, 4, 4)}
             "  t = Concat<axis = 0>(s, rest)\n  f = Reshape(r, t)",
             id="Reshape-Shape-end1,32",
         ),
+        pytest.param(
+            "s = Shape(r)\n  z0 = Constant<value = int64[1] {0}>()\n  z1 = Constant<value = int64[1] {1}>()\n"
+            "  n = Slice(s, z0, z1)\n  rest = Constant<value = int64[1] {32}>()\n"
+            "  t = Concat<axis = 0>(n, rest)\n  f = Reshape(r, t)",
+            id="Reshape-Shape-Slice,32",
+        ),
     ],
 )
 def test_flatten_to_gemm_one_channel_is_hw_features(flat, tb):
@@ -423,3 +429,642 @@ def test_squeeze_unsqueeze(opset, squeeze, unsqueeze):
     result, _, _ = prune_and_check(proto, input_shapes=shapes)
     assert const_input(producer(result.model, "h"), 1).shape == (8, 4)
     assert const_input(producer(result.model, "y"), 1).shape == (4, 8, 1, 1)
+
+
+# -- Pad, Resize, Expand ---------------------------------------------------------------
+
+PAD = """
+g (float[1,3,6,6] x) => (float[1,4,{h},{h}] y) {{
+  a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+  {pad}
+  y = Conv(p, w2)
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "pad,opset,h",
+    [
+        pytest.param("p = Pad<pads = [0, 0, 1, 1, 0, 0, 1, 1]>(a)", 10, 8, id="attr-10"),
+        pytest.param("p = Pad(a, pads)", 13, 8, id="input-13"),
+        pytest.param("p = Pad<mode = \"reflect\">(a, pads)", 13, 8, id="reflect-13"),
+        pytest.param("p = Pad(a, pads2, , axes)", 18, 8, id="axes-18"),
+    ],
+)
+def test_spatial_pad_passes_channels(pad, opset, h):
+    weights = {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)}
+    if "pads)" in pad:
+        weights["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+    if "axes" in pad:
+        weights["pads2"] = np.array([1, 1, 1, 1], np.int64)
+        weights["axes"] = np.array([2, 3], np.int64)
+    proto = build(PAD.format(pad=pad, h=h), weights, opset=opset)
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    assert const_input(producer(result.model, "y"), 1).shape == (4, 4, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "pad,opset",
+    [
+        pytest.param("p = Pad<pads = [0, 2, 0, 0, 0, 2, 0, 0]>(a)", 10, id="attr-10"),
+        pytest.param("p = Pad(a, pads)", 13, id="input-13"),
+        pytest.param("p = Pad(a, pads2, , axes)", 18, id="axes-18"),
+    ],
+)
+def test_channel_pad_freezes(pad, opset):
+    weights = {"w1": (8, 3, 3, 3), "w2": (4, 12, 1, 1)}
+    if "pads)" in pad:
+        weights["pads"] = np.array([0, 2, 0, 0, 0, 2, 0, 0], np.int64)
+    if "axes" in pad:
+        weights["pads2"] = np.array([2, 2], np.int64)
+        weights["axes"] = np.array([1], np.int64)
+    proto = build(PAD.format(pad=pad, h=6), weights, opset=opset)
+    assert_frozen(group_of(analysis(proto), "w1"), "Pad", "padded along this axis")
+
+
+RESIZE = """
+g (float[1,3,4,4] x) => (float[1,4,8,8] y) {{
+  a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+  {resize}
+  y = Conv(u, w2)
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "resize,opset",
+    [
+        pytest.param("u = Resize(a, , scales)", 13, id="scales"),
+        pytest.param("u = Resize<mode = \"linear\">(a, , scales)", 13, id="scales-linear"),
+        pytest.param("u = Resize(a, , , sizes)", 13, id="sizes"),
+        pytest.param("u = Upsample(a, scales)", 9, id="Upsample-9"),
+    ],
+)
+def test_resize_passes_channels_and_rewrites_sizes(resize, opset):
+    weights = {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)}
+    if "scales" in resize:
+        weights["scales"] = np.array([1, 1, 2, 2], np.float32)
+    if "sizes" in resize:
+        weights["sizes"] = np.array([1, 8, 8, 8], np.int64)
+    proto = build(RESIZE.format(resize=resize), weights, opset=opset)
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    u = producer(result.model, "u")
+    if "sizes" in resize:
+        assert const_input(u, 3).tolist() == [1, 4, 8, 8]
+    assert const_input(producer(result.model, "y"), 1).shape == (4, 4, 1, 1)
+
+
+def test_resize_sizes_from_shape_of_input():
+    """torch F.interpolate(size=...) exports sizes = Concat(Shape(x)[:2], [H, W]): the
+    channel entry is read from the input at runtime and follows pruning by itself."""
+    proto = build(
+        RESIZE.format(
+            resize=(
+                "s = Shape<end = 2>(a)\n  hw = Constant<value = int64[2] {8, 8}>()\n"
+                "  sizes = Concat<axis = 0>(s, hw)\n  u = Resize(a, , , sizes)"
+            )
+        ),
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    prune_and_check(proto)
+
+
+def test_resize_along_channels_freezes():
+    proto = build(
+        RESIZE.format(resize="u = Resize(a, , scales)").replace("float[1,4,8,8] y", "float[1,4,4,4] y"),
+        {"w1": (8, 3, 3, 3), "w2": (4, 16, 1, 1), "scales": np.array([1, 2, 1, 1], np.float32)},
+    )
+    assert_frozen(group_of(analysis(proto), "w1"), "Resize", "resized along this axis")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[1, 8, 6, 6], [1, 1, 6, 6], [8, 6, 6], [6, 6]],
+    ids=["full", "ones-on-C", "rank3", "rank2"],
+)
+def test_expand_keeps_channels_and_rewrites_the_target(shape):
+    """An SE-like gate [N,C,1,1] expanded to [N,C,H,W]: C passes, the literal C in the
+    target (when it is one) is rewritten."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          p = GlobalAveragePool(a)
+          e = Expand(p, shape)
+          m = Mul(a, e)
+          y = Conv(m, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1), "shape": np.array(shape, np.int64)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    want = [4 if d == 8 else d for d in shape]
+    assert const_input(producer(result.model, "e"), 1).tolist() == want
+
+
+def test_expand_broadcast_axis_joins_the_group_it_meets():
+    """[N,1,H,W] expanded to a literal C, then added to a conv output: the expanded
+    axis is tied to the conv's channels and its literal is rewritten."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          s = Conv<pads = [1, 1, 1, 1]>(x, ws)
+          e = Expand(s, shape)
+          m = Add(a, e)
+          y = Conv(m, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "ws": (1, 3, 3, 3), "w2": (4, 8, 1, 1), "shape": np.array([1, 8, 6, 6], np.int64)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    assert const_input(producer(result.model, "e"), 1).tolist() == [1, 4, 6, 6]
+
+
+# -- Pooling, reductions, softmax -------------------------------------------------------
+
+POOL = """
+g (float[1,3,8,8] x) => (float[1,4,{h},{h}] y) {{
+  a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+  p = {pool}
+  y = Conv(p, w2)
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "pool,h",
+    [
+        ("GlobalAveragePool(a)", 1),
+        ("GlobalMaxPool(a)", 1),
+        ("MaxPool<kernel_shape = [2, 2], strides = [2, 2]>(a)", 4),
+        ("AveragePool<kernel_shape = [3, 3], pads = [1, 1, 1, 1]>(a)", 8),
+        ("LpPool<kernel_shape = [2, 2], strides = [2, 2]>(a)", 4),
+    ],
+    ids=lambda p: p if isinstance(p, int) else p.split("<")[0].split("(")[0],
+)
+def test_pooling_passes_channels(pool, h):
+    proto = build(POOL.format(pool=pool, h=h), {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)})
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    prune_and_check(proto)
+
+
+def test_maxpool_indices_freeze_channels():
+    proto = build(
+        """
+        g (float[1,3,8,8] x) => (float[1,4,4,4] y, int64[1,8,4,4] idx) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          p, idx = MaxPool<kernel_shape = [2, 2], strides = [2, 2]>(a)
+          y = Conv(p, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    assert_frozen(group_of(analysis(proto), "w1"), "MaxPool", "indices encode channel positions")
+
+
+REDUCE = """
+g (float[1,3,6,6] x) => (float[1,4] y) {{
+  a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+  {reduce}
+  y = Gemm(f, w2)
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "reduce,opset",
+    [
+        pytest.param("r = ReduceMean<axes = [2, 3], keepdims = 0>(a)\n  f = Identity(r)", 17, id="attr-keep0"),
+        pytest.param("r = ReduceMean<axes = [-2, -1]>(a)\n  f = Flatten(r)", 17, id="attr-neg-keep1"),
+        pytest.param("r = ReduceMean<keepdims = 0>(a, axes)\n  f = Identity(r)", 18, id="input-18"),
+        pytest.param("r = ReduceMax<axes = [2, 3], keepdims = 0>(a)\n  f = Identity(r)", 17, id="ReduceMax"),
+        pytest.param("r = ReduceSum<keepdims = 0>(a, axes)\n  f = Identity(r)", 13, id="ReduceSum-13"),
+    ],
+)
+def test_reduce_over_spatial_is_exact(reduce, opset):
+    weights = {"w1": (8, 3, 3, 3), "w2": (8, 4)}
+    if "axes)" in reduce:
+        weights["axes"] = np.array([2, 3], np.int64)
+    proto = build(REDUCE.format(reduce=reduce), weights, opset=opset)
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    assert const_input(producer(result.model, "y"), 1).shape == (4, 4)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceL2", "ReduceLogSumExp"])
+def test_reduce_over_channels_is_inexact(op):
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => (float[1,1,6,6] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          y = {op}<axes = [1]>(a)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and not g.exact
+    assert op in inexact_reasons(g) and "reduces over this axis" in inexact_reasons(g)
+    result, _, _ = prune_and_check(proto, exact=False)
+    assert const_input(producer(result.model, "a"), 1).shape == (4, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "softmax,opset",
+    [
+        ("Softmax<axis = 1>(a)", 13), ("LogSoftmax<axis = -3>(a)", 13), ("Softmax<axis = 1>(a)", 11),
+    ],
+    ids=["Softmax-13", "LogSoftmax-13", "Softmax-11-flattens"],
+)
+def test_softmax_over_channels_is_inexact(softmax, opset):
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          s = {softmax}
+          y = Conv(s, w2)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+        opset=opset,
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and not g.exact
+    assert softmax.split("<")[0] in inexact_reasons(g)
+    assert "normalises over this axis" in inexact_reasons(g)
+    prune_and_check(proto, exact=False)
+
+
+def test_softmax_over_spatial_is_exact():
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          s = Softmax<axis = -1>(a)
+          y = Conv(s, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.exact and g.prunable == g.classes
+    prune_and_check(proto)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "Hardmax"])
+def test_position_picking_over_channels_freezes(op):
+    out = "int64[1,1,6,6]" if op == "ArgMax" else "float[1,8,6,6]"
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => ({out} y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          y = {op}<axis = 1>(a)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert_frozen(g, op, "position" if op == "ArgMax" else "picks one position")
+
+
+# -- Gather, ops without a rule, graph outputs ------------------------------------------
+
+
+@pytest.mark.parametrize("idx", [np.array([0, 2, 4], np.int64), np.array(3, np.int64)], ids=["list", "scalar"])
+def test_gather_on_channel_axis_freezes(idx):
+    out = "float[1,3,6,6]" if idx.ndim else "float[1,6,6]"
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => ({out} y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          y = Gather<axis = 1>(a, idx)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3), "idx": idx},
+    )
+    assert_frozen(group_of(analysis(proto), "w1"), "Gather", "gathers positions along this axis")
+
+
+def test_gather_on_spatial_axis_passes_channels():
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,3,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          s = Gather<axis = 2>(a, idx)
+          y = Conv(s, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1), "idx": np.array([0, 2, 4], np.int64)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    prune_and_check(proto)
+
+
+@pytest.mark.parametrize(
+    "op,out",
+    [
+        ("LRN<size = 3>(a)", "float[1,8,6,6]"),
+        ("DepthToSpace<blocksize = 2>(a)", "float[1,2,12,12]"),
+        ("SpaceToDepth<blocksize = 2>(a)", "float[1,32,3,3]"),
+        ("CumSum(a, one)", "float[1,8,6,6]"),
+        ("LpNormalization<axis = 1>(a)", "float[1,8,6,6]"),
+    ],
+    ids=lambda v: v.split("<")[0].split("(")[0] if "(" in v else None,
+)
+def test_op_without_rule_freezes_and_names_it(op, out):
+    name = op.split("<")[0].split("(")[0]
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          u = {op}
+          z = ReduceMean<axes = [1], keepdims = 1>(u)
+          y = Conv(z, w2)
+        }}
+        """.replace("float[1,4,6,6] y", "float[1,4,6,6] y" if out.endswith("6,6]") else
+                    "float[1,4," + out.split(",")[2] + "," + out.split(",")[3] + " y"),
+        {"w1": (8, 3, 3, 3), "w2": (4, 1, 1, 1), **({"one": np.array(1, np.int64)} if "one" in op else {})},
+    )
+    assert_frozen(group_of(analysis(proto), "w1"), name, f"{name} has no pruning rule")
+
+
+def test_graph_output_freezes_names_output_and_axis():
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,8,6,6] feat, float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          feat = Relu(a)
+          y = Conv(feat, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    an = analysis(proto)
+    assert_frozen(group_of(an, "w1"), "graph output 'feat' exposes axis 1")
+    assert_frozen(group_of(an, "w2"), "graph output 'y' exposes axis 1")
+
+
+def test_ignored_node_freezes_by_request():
+    from onnxprune.compiler.pipeline import analyze
+
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          y = Conv(a, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    an, _, _ = analyze(load_model(proto), ignore=("Conv_0",))
+    assert_frozen(group_of(an, "w1"), "node 'Conv_0' is ignored by request")
+
+
+# -- Shapes read at runtime --------------------------------------------------------------
+# With a symbolic batch, Shape(a) stays a runtime value (static dims alone are folded into
+# constants before the analysis); whatever reads a prunable axis's size must be checked.
+
+DYN = {"x": (2, 3, 6, 6)}
+NC = "s = Shape(a)\n  i = Constant<value = int64[2] {0, 1}>()\n  nc = Gather(s, i)"
+NC_SLICE = (
+    "s = Shape(a)\n  z0 = Constant<value = int64[1] {0}>()\n  z2 = Constant<value = int64[1] {2}>()\n"
+    "  nc = Slice(s, z0, z2)"
+)
+
+
+@pytest.mark.parametrize("read", [NC, NC_SLICE, "nc = Shape<end = 2>(a)"], ids=["Gather", "Slice", "Shape-end"])
+def test_runtime_channel_count_read_by_unrelated_reshape_freezes_both(read):
+    """Reshape(b, [N, C_a, -1]): pruning a alone would re-lay b out, pruning b alone
+    would break the Reshape."""
+    proto = build(
+        f"""
+        g (float[N,3,6,6] x) => (float[N,4] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          {read}
+          rest = Constant<value = int64[1] {{-1}}>()
+          t = Concat<axis = 0>(nc, rest)
+          r = Reshape(b, t)
+          m = ReduceMean<axes = [2], keepdims = 0>(r)
+          am = GlobalAveragePool(a)
+          fa = Flatten(am)
+          ha = Gemm(fa, wa2)
+          hb = Gemm(m, wb2)
+          y = Add(ha, hb)
+        }}
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "wa2": (8, 4), "wb2": (8, 4)},
+    )
+    an = analysis(proto, DYN)
+    assert_frozen(group_of(an, "wa"), "Reshape", "its size is read at runtime as target size of axis 1")
+    assert_frozen(group_of(an, "wb"), "Reshape", "target size of axis 1 is read from an unrelated shape")
+    prune_and_check(proto, input_shapes=DYN, expect_removed=False)
+
+
+def test_runtime_channel_count_of_the_same_tensor_follows_it():
+    """Reshape(a, [N, C_a, -1]) reads a's own channel count: it follows the pruning."""
+    proto = build(
+        f"""
+        g (float[N,3,6,6] x) => (float[N,4] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          {NC}
+          rest = Constant<value = int64[1] {{-1}}>()
+          t = Concat<axis = 0>(nc, rest)
+          r = Reshape(a, t)
+          m = ReduceMean<axes = [2], keepdims = 0>(r)
+          y = Gemm(m, w2)
+        }}
+        """,
+        {"wa": (8, 3, 3, 3), "w2": (8, 4)},
+    )
+    g = group_of(analysis(proto, DYN), "wa")
+    assert g.prunable == g.classes and g.exact
+    prune_and_check(proto, input_shapes=DYN)
+
+
+def test_static_channel_count_is_folded_and_rewritten():
+    """With static shapes Gather(Shape(a), 1) is a constant 8 before the analysis: the
+    Reshape of b then has a literal target that follows b, and a is free."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          s = Shape(a)
+          i = Constant<value = int64[1] {1}>()
+          c = Gather(s, i)
+          n = Constant<value = int64[1] {1}>()
+          rest = Constant<value = int64[1] {-1}>()
+          t = Concat<axis = 0>(n, c, rest)
+          r = Reshape(b, t)
+          m = ReduceMean<axes = [2], keepdims = 0>(r)
+          am = GlobalAveragePool(a)
+          fa = Flatten(am)
+          ha = Gemm(fa, wa2)
+          hb = Gemm(m, wb2)
+          y = Add(ha, hb)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "wa2": (8, 4), "wb2": (8, 4)},
+    )
+    an = analysis(proto)
+    ga, gb = group_of(an, "wa"), group_of(an, "wb")
+    assert ga is not gb and ga.prunable == ga.classes and gb.prunable == gb.classes
+    result, _, _ = prune_and_check(proto, remove={"wa": [0, 1, 2], "wb": [3]})
+    assert entries_of_input(producer(result.model, "r"), 1)[1].value == 7
+
+
+@pytest.mark.parametrize(
+    "reader,name",
+    [
+        ("z = ConstantOfShape<value = float[1] {1.0}>(s)\n  u = Add(b, z)", "ConstantOfShape"),
+        ("p = ReduceProd<keepdims = 0>(s)\n  pf = Cast<to = 1>(p)\n  u = Div(b, pf)", "ReduceProd"),
+        (
+            "z2 = Constant<value = int64[1] {2}>()\n  z0 = Constant<value = int64[1] {0}>()\n"
+            "  nc = Slice(s, z0, z2)\n  p = ReduceProd<keepdims = 0>(nc)\n  pf = Cast<to = 1>(p)\n"
+            "  u = Div(b, pf)",
+            "ReduceProd",
+        ),
+    ],
+    ids=["ConstantOfShape", "ReduceProd", "Slice-ReduceProd"],
+)
+def test_runtime_channel_count_in_arithmetic_freezes(reader, name):
+    """Sizes used as numbers: pruning a would silently change them."""
+    proto = build(
+        f"""
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          s = Shape(a)
+          i0 = Constant<value = int64 {{0}}>()
+          {reader}
+          p1 = Conv(u, w2)
+          p2 = Conv(a, wa2)
+          y = Add(p1, p2)
+        }}
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "w2": (4, 8, 1, 1), "wa2": (4, 8, 1, 1)},
+    )
+    an = analysis(proto, DYN)
+    assert_frozen(group_of(an, "wa"), "Shape", "the size of axis 1 is read at runtime by", name)
+    prune_and_check(proto, input_shapes=DYN, expect_removed=False, exact=False)
+
+
+def test_runtime_shape_as_graph_output_freezes():
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y, int64[4] s) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          s = Shape(a)
+          y = Conv(a, w2)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    assert_frozen(group_of(analysis(proto, DYN), "wa"), "Shape", "read at runtime by graph output 's'")
+
+
+def test_static_channel_count_in_arithmetic_is_a_constant():
+    """Gather(Shape(a), 1) on a static axis is folded to 8 before the analysis: the
+    number no longer depends on a, so a stays prunable (and keeps dividing by 8)."""
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          s = Shape(a)
+          i = Constant<value = int64 {1}>()
+          c = Gather(s, i)
+          cf = Cast<to = 1>(c)
+          u = Div(a, cf)
+          y = Conv(u, w2)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto, DYN), "wa")
+    assert g.prunable == g.classes and g.exact
+    prune_and_check(proto, input_shapes=DYN)
+
+
+def test_runtime_batch_size_in_arithmetic_leaves_channels_alone():
+    """Shape(a)[0] (the batch) used as a number reads no channel: a stays prunable."""
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          s = Shape(a)
+          i0 = Constant<value = int64 {0}>()
+          n = Gather(s, i0)
+          nf = Cast<to = 1>(n)
+          u = Div(a, nf)
+          y = Conv(u, w2)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto, DYN), "wa")
+    assert g.prunable == g.classes and g.exact
+    prune_and_check(proto, input_shapes=DYN)
+
+
+def test_runtime_shape_into_expand_follows_the_axis_read():
+    """Expand(g[N,1,H,W], Shape(a)): the expanded channels are a's, pruned with them."""
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          g = Conv(b, wg)
+          s = Shape(a)
+          e = Expand(g, s)
+          m = Conv(e, w3)
+          n = Conv(a, w4)
+          y = Add(m, n)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "wg": (1, 8, 1, 1), "w3": (4, 8, 1, 1), "w4": (4, 8, 1, 1)},
+    )
+    an = analysis(proto, DYN)
+    ga = group_of(an, "wa")
+    assert ga.prunable == ga.classes and ga.exact
+    assert ("const", "w3", 1, "in") in ga.members
+    result, _, _ = prune_and_check(proto, input_shapes=DYN)
+    assert const_input(producer(result.model, "m"), 1).shape == (4, 4, 1, 1)
+
+
+def test_runtime_shape_into_expand_ties_equal_axes():
+    """Expand(b, Shape(a)) with b and a of the same width: they must prune alike."""
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv(x, wb, bb)
+          p = GlobalAveragePool(b)
+          s = Shape(a)
+          e = Expand(p, s)
+          m = Conv(e, w3)
+          n = Conv(a, w4)
+          y = Add(m, n)
+        }
+        """,
+        {
+            "wa": (8, 3, 3, 3), "wb": (8, 3, 6, 6), "bb": (8,), "w3": (4, 8, 1, 1), "w4": (4, 8, 1, 1),
+        },
+    )
+    an = analysis(proto, DYN)
+    assert group_of(an, "wa") is group_of(an, "wb")
+    prune_and_check(proto, input_shapes=DYN)

@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxprune.passes.dims import FIXED
 from onnxprune.passes.rules import default_rule, register
-from onnxprune.passes.shape_tensors import ConstEntry, ShapeEntry, entries_of_input
+from onnxprune.passes.shape_tensors import ConstEntry, ShapeEntry, const_slice, entries_of_input
 
 BIG = 2**62  # Slice bounds at or beyond this mean "to the end"
 
@@ -335,23 +335,27 @@ def reshape(ctx) -> None:
     out = reshape_dims(ctx, x, in_shape, out_shape)
     if out is None:
         return default_rule(ctx, f"cannot match {list(in_shape)} to {list(out_shape)}")
-    entries = None
+    entries = entries_of_input(ctx.node, 1, ctx.an.shape_of) or [None] * len(out)
     for b, var in enumerate(out):
-        if not _owned(ctx, var):
-            continue
-        if entries is None:
-            entries = entries_of_input(ctx.node, 1, ctx.an.shape_of) or [None] * len(out)
         e = entries[b] if b < len(entries) else None
         if isinstance(e, ShapeEntry):
             # Fine when the shape read at runtime is of an axis that loses the same
-            # positions (GroupNorm's reshape back to the shape of its input).
+            # positions (GroupNorm's reshape back to the shape of its input). Else both
+            # sides stay: pruning the axis read would change this target behind our back
+            # (the Shape rule leaves that check to this one).
             dims = ctx.an.value_dims.get(e.value)
-            same = dims is not None and (
-                ctx.dims.find(dims[e.axis]) == ctx.dims.find(var)
-                or _same_classes(ctx, dims[e.axis], var)
+            src = dims[e.axis] if dims is not None and e.axis < len(dims) else None
+            if not _owned(ctx, var) and (src is None or not _owned(ctx, src)):
+                continue
+            same = src is not None and (
+                ctx.dims.find(src) == ctx.dims.find(var) or _same_classes(ctx, src, var)
             )
             if not same:
                 ctx.freeze(var, f"target size of axis {b} is read from an unrelated shape")
+                if src is not None:
+                    ctx.freeze(src, f"its size is read at runtime as target size of axis {b}")
+        elif not _owned(ctx, var):
+            continue
         elif e is None:
             ctx.freeze(var, f"target size of axis {b} is computed at runtime")
         elif isinstance(e, ConstEntry) and e.value == 0 and not ctx.attr("allowzero", 0) and (
@@ -489,6 +493,13 @@ def tile(ctx) -> None:
     ctx.set_out(0, out)
 
 
+def _aligned_entry(entries: list, b: int, rank: int):
+    """The target entry for output axis `b`: Expand's shape is right-aligned with the
+    output (a [8,6,6] target on a rank-4 input sets axes 1..3), so index from the end."""
+    k = b - (rank - len(entries))
+    return entries[k] if 0 <= k < len(entries) else None
+
+
 def rewrite_expand(rc) -> None:
     out_shape = rc.out_shape(0)
     entries = None
@@ -497,7 +508,7 @@ def rewrite_expand(rc) -> None:
         if keep is None:
             continue
         entries = entries or rc.entries(1, len(out_shape))
-        e = entries[b]
+        e = _aligned_entry(entries, b, len(out_shape))
         if isinstance(e, ConstEntry) and e.value > 1:
             rc.write_entry(e, int(keep.sum()))
 
@@ -514,17 +525,33 @@ def expand(ctx) -> None:
     for b in range(rank):
         k = b - (rank - len(x))
         size = out_shape[b]
+        e = _aligned_entry(entries, b, rank)
+        # A target size read at runtime from another tensor's axis (Shape(a)) follows
+        # that axis's pruning: the output axis must be pruned like it (the Shape rule
+        # leaves that check to this one).
+        src = _shape_entry_var(ctx, e) if size not in (None, 1) else None
         if k >= 0 and ctx.dims.get_size(x[k]) == size:
-            out.append(x[k])
+            out.append(x[k] if src is None else ctx.tie(x[k], src, "expanded to a shape read at runtime"))
         elif k >= 0 and ctx.dims.get_size(x[k]) != 1:
             ctx.freeze(x[k], "expanded along this axis")
             out.append(ctx.fixed(size))
+        elif src is not None:
+            out.append(src)
         else:
             # A broadcast axis: prunable only if its size is a literal we can rewrite.
-            e = entries[b] if b < len(entries) else None
             literal = isinstance(e, ConstEntry) and e.value == size and size not in (None, 1)
             out.append(ctx.dims.new(size) if literal else ctx.fixed(size))
     ctx.set_out(0, out)
+
+
+def _shape_entry_var(ctx, e) -> int | None:
+    """The variable of the axis a ShapeEntry reads, when that axis is prunable."""
+    if not isinstance(e, ShapeEntry):
+        return None
+    dims = ctx.an.value_dims.get(e.value)
+    if dims is None or e.axis >= len(dims) or not _owned(ctx, dims[e.axis]):
+        return None
+    return dims[e.axis]
 
 
 # -- Gather and shape queries -------------------------------------------------------
@@ -541,5 +568,78 @@ def gather(ctx) -> None:
 
 @register("Shape", "Size")
 def shape_query(ctx) -> None:
-    """Reading a shape couples nothing: consumers of the result (Reshape targets)
-    are checked where they are used."""
+    """Reading a shape couples nothing by itself, but a prunable axis whose size is
+    read at runtime changes whatever is computed from it. Reshape and Expand targets
+    check the sizes they read (their rules tie or freeze both sides); any other reader
+    (ConstantOfShape, Range, arithmetic, a graph output) freezes the axis. Sizes of
+    static axes were folded into constants before the analysis, so this sees only
+    shape tensors that also carry a symbolic dim (dynamic batch)."""
+    x = ctx.in_dims(0)
+    if x is None:
+        return
+    if ctx.node.op_type == "Size":
+        elems = [frozenset(range(len(x)))]
+    else:
+        start, end = ctx.attr("start"), ctx.attr("end")
+        elems = [frozenset([a]) for a in range(len(x))[slice(start, end)]]
+    # Pending axes count too: they may be tied to a prunable one later in the walk.
+    if all(ctx.dims.get(x[a]) is FIXED for el in elems for a in el):
+        return
+    for axes, reader in _unchecked_reads(ctx, ctx.input(0), ctx.node.outputs[0], elems, 0):
+        for a in sorted(axes):
+            ctx.freeze(x[a], f"the size of axis {a} is read at runtime by {reader}")
+
+
+SHAPE_PASS = ("Unsqueeze", "Squeeze", "Cast", "Identity")
+
+
+def _attr_int(node, name: str, default: int = 0) -> int:
+    a = node.attributes.get(name)
+    return default if a is None else int(a.value)
+
+
+def _unchecked_reads(ctx, source, value, elems: list, depth: int) -> list[tuple[frozenset, str]]:
+    """Where the shape elements in `value` (one set of `source` axes per element) reach
+    a reader no rule checks: [(axes, reader description)]. Follows the 1-D shape
+    arithmetic that `entries_of_input` traces (Gather/Slice by constants, Concat,
+    Unsqueeze/Squeeze/Cast/Identity)."""
+    from onnxprune.passes.channel_analysis import node_label
+    from onnxprune.passes.constants import const_array
+
+    every = frozenset().union(*elems) if elems else frozenset()
+    found = []
+    if value.is_graph_output():
+        found.append((every, f"graph output '{value.name}'"))
+    for use in value.uses():
+        node, idx = use.node, use.idx
+        label = f"{node.op_type} '{node_label(node, ctx.an.node_index.get(id(node), 0))}'"
+        nxt = None
+        if node.op_type in ("Reshape", "Expand") and idx == 1:
+            # Checked by those rules, for each element they can trace back to `source`.
+            entries = entries_of_input(node, 1, ctx.an.shape_of) or []
+            traced = {e.axis for e in entries if isinstance(e, ShapeEntry) and e.value is source}
+            if every - traced:
+                found.append((every - traced, label))
+            continue
+        if depth < 16 and node.op_type in SHAPE_PASS and idx == 0:
+            nxt = elems
+        elif depth < 16 and node.op_type == "Gather" and idx == 0 and elems and _attr_int(node, "axis") == 0:
+            k = const_array(node.inputs[1])
+            if k is not None and all(-len(elems) <= int(i) < len(elems) for i in k.reshape(-1)):
+                nxt = [elems[int(i)] for i in k.reshape(-1)]
+        elif depth < 16 and node.op_type == "Slice" and idx == 0 and const_slice(node) is not None:
+            nxt = elems[const_slice(node)]
+        elif depth < 16 and node.op_type == "Concat":
+            lengths = []
+            for v in node.inputs:
+                shp = ctx.an.shape_of(v)
+                lengths.append(None if shp is None or len(shp) != 1 else shp[0])
+            if None not in lengths:
+                nxt = [frozenset()] * sum(lengths)
+                off = sum(lengths[:idx])
+                nxt[off:off + len(elems)] = elems
+        if nxt is None:
+            found.append((every, label))
+        elif node.outputs and node.outputs[0] is not None:
+            found.extend(_unchecked_reads(ctx, source, node.outputs[0], nxt, depth + 1))
+    return found

@@ -22,7 +22,10 @@ def pool(ctx) -> None:
         return default_rule(ctx, "input rank unknown")
     out_shape = ctx.out_shape(0) or (None,) * len(x)
     ctx.set_out(0, x[:2] + [ctx.fixed(s) for s in out_shape[2:]])
-    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1] is not None and ctx.node.outputs[1].uses():
+    idx = ctx.node.outputs[1] if len(ctx.node.outputs) > 1 else None
+    # A graph output counts as a use: its dims were never tied to x, so the output
+    # check at the end of the walk would not see the channels it exposes.
+    if idx is not None and idx.name and (idx.uses() or idx.is_graph_output()):
         ctx.freeze(x[1], "MaxPool indices encode channel positions")
 
 
