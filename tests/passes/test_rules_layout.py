@@ -366,6 +366,74 @@ def test_reshape_target_from_runtime_value_freezes(target, why):
     assert_frozen(group_of(analysis(proto), "w1"), "Reshape", why)
 
 
+def test_multi_head_attention_prunes_whole_heads():
+    """q/k/v projections reshaped to [B, L, heads, d] with a dynamic batch (targets
+    built from Shape): heads are the units, shared by q, k and v, and exact."""
+    proto = build(
+        """
+        g (float[B,5,16] x) => (float[B,5,16] y) {
+          q = MatMul(x, wq)
+          k = MatMul(x, wk)
+          v = MatMul(x, wv)
+          s = Shape<end = 2>(x)
+          hd = Constant<value = int64[2] {4, 3}>()
+          t = Concat<axis = 0>(s, hd)
+          q4 = Reshape(q, t)
+          k4 = Reshape(k, t)
+          v4 = Reshape(v, t)
+          qt = Transpose<perm = [0, 2, 1, 3]>(q4)
+          kt = Transpose<perm = [0, 2, 3, 1]>(k4)
+          vt = Transpose<perm = [0, 2, 1, 3]>(v4)
+          sc = MatMul(qt, kt)
+          p = Softmax<axis = -1>(sc)
+          o = MatMul(p, vt)
+          ot = Transpose<perm = [0, 2, 1, 3]>(o)
+          m1 = Constant<value = int64[1] {-1}>()
+          t2 = Concat<axis = 0>(s, m1)
+          o3 = Reshape(ot, t2)
+          y = MatMul(o3, wo)
+        }
+        """,
+        {"wq": (16, 12), "wk": (16, 12), "wv": (16, 12), "wo": (12, 16)},
+    )
+    shapes = {"x": (2, 5, 16)}
+    an = analysis(proto, shapes)
+    g = group_of(an, "wq")
+    assert g is group_of(an, "wk") is group_of(an, "wv")
+    assert g.size == 4 and g.prunable == g.classes and g.exact
+    result, _, removed = prune_and_check(proto, input_shapes=shapes)
+    assert len(removed) == 2
+    m = result.model
+    assert const_input(producer(m, "q"), 1).shape == (16, 6)
+    assert const_input(producer(m, "y"), 1).shape == (6, 16)
+    assert entries_of_input(producer(m, "q4"), 1)[2].value == 2  # heads left
+
+
+def test_channel_shuffle():
+    """ShuffleNet: [N,C,H,W] -> [N,g,C/g,H,W] -> swap -> [N,C,H,W]. Each of the g
+    blocks is one unit; its channels end up interleaved after the shuffle."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          t1 = Constant<value = int64[5] {1, 2, 4, 6, 6}>()
+          r = Reshape(a, t1)
+          t = Transpose<perm = [0, 2, 1, 3, 4]>(r)
+          t2 = Constant<value = int64[4] {1, 8, 6, 6}>()
+          b = Reshape(t, t2)
+          y = Conv(b, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 2 and g.prunable == g.classes and g.exact
+    result, _, _ = prune_and_check(proto)
+    m = result.model
+    assert const_input(producer(m, "r"), 1).tolist() == [1, 1, 4, 6, 6]
+    assert const_input(producer(m, "b"), 1).tolist() == [1, 4, 6, 6]
+
+
 # -- Transpose, Squeeze, Unsqueeze ------------------------------------------------------
 
 
@@ -518,21 +586,55 @@ def test_resize_passes_channels_and_rewrites_sizes(resize, opset):
     assert const_input(producer(result.model, "y"), 1).shape == (4, 4, 1, 1)
 
 
-def test_resize_sizes_from_shape_of_input():
+SLICE_NC = (
+    "sa = Shape(a)\n  z0 = Constant<value = int64[1] {0}>()\n  z2 = Constant<value = int64[1] {2}>()\n"
+    "  s = Slice(sa, z0, z2)"
+)
+
+
+@pytest.mark.parametrize("batch", ["1", "N"], ids=["static", "dynamic-batch"])
+@pytest.mark.parametrize("read", ["s = Shape<end = 2>(a)", SLICE_NC], ids=["Shape-end", "Slice"])
+def test_resize_sizes_from_shape_of_input(batch, read):
     """torch F.interpolate(size=...) exports sizes = Concat(Shape(x)[:2], [H, W]): the
-    channel entry is read from the input at runtime and follows pruning by itself."""
+    channel entry is read from the input at runtime and follows pruning by itself
+    (static: folded to a literal first, which is rewritten)."""
     proto = build(
         RESIZE.format(
-            resize=(
-                "s = Shape<end = 2>(a)\n  hw = Constant<value = int64[2] {8, 8}>()\n"
-                "  sizes = Concat<axis = 0>(s, hw)\n  u = Resize(a, , , sizes)"
-            )
-        ),
+            resize=f"{read}\n  hw = Constant<value = int64[2] {{8, 8}}>()\n"
+            "  sizes = Concat<axis = 0>(s, hw)\n  u = Resize(a, , , sizes)"
+        ).replace("float[1,", f"float[{batch},"),
         {"w1": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
     )
-    g = group_of(analysis(proto), "w1")
+    shapes = {"x": (2, 3, 4, 4)} if batch == "N" else None
+    g = group_of(analysis(proto, shapes), "w1")
     assert g.size == 8 and g.prunable == g.classes and g.exact
-    prune_and_check(proto)
+    prune_and_check(proto, input_shapes=shapes)
+
+
+def test_resize_sizes_from_shape_of_another_tensor():
+    """Resize(a, sizes=Concat(Shape(b)[:2], [H, W])) (upsample to match b, as in FPNs):
+    a and b must keep the same channels."""
+    proto = build(
+        """
+        g (float[N,3,4,4] x, float[N,3,8,8] xb) => (float[N,4,8,8] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          b = Conv<pads = [1, 1, 1, 1]>(xb, wb)
+          s = Shape<end = 2>(b)
+          hw = Constant<value = int64[2] {8, 8}>()
+          sizes = Concat<axis = 0>(s, hw)
+          u = Resize(a, , , sizes)
+          yb = Conv(b, w3)
+          ya = Conv(u, w2)
+          y = Add(ya, yb)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "w2": (4, 8, 1, 1), "w3": (4, 8, 1, 1)},
+    )
+    shapes = {"x": (2, 3, 4, 4), "xb": (2, 3, 8, 8)}
+    an = analysis(proto, shapes)
+    g = group_of(an, "w1")
+    assert g is group_of(an, "wb") and g.prunable == g.classes and g.exact
+    prune_and_check(proto, input_shapes=shapes)
 
 
 def test_resize_along_channels_freezes():
@@ -589,6 +691,45 @@ def test_expand_broadcast_axis_joins_the_group_it_meets():
     assert g.size == 8 and g.prunable == g.classes and g.exact
     result, _, _ = prune_and_check(proto)
     assert const_input(producer(result.model, "e"), 1).tolist() == [1, 4, 6, 6]
+
+
+def test_concat_along_spatial_axis_ties_channels():
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,12,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          b = Conv<pads = [1, 1, 1, 1]>(x, w3)
+          c = Concat<axis = 2>(a, b)
+          y = Conv(c, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w3": (8, 3, 3, 3), "w2": (4, 8, 1, 1)},
+    )
+    an = analysis(proto)
+    g = group_of(an, "w1")
+    assert g is group_of(an, "w3") and g.size == 8 and g.prunable == g.classes
+    prune_and_check(proto)
+
+
+@pytest.mark.parametrize("reps,frozen", [([1, 1, 2, 1], False), ([1, 2, 1, 1], True)], ids=["spatial", "channels"])
+def test_tile(reps, frozen):
+    h = 12 if reps[2] == 2 else 6
+    proto = build(
+        f"""
+        g (float[1,3,6,6] x) => (float[1,4,{h},6] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          c = Tile(a, reps)
+          y = Conv(c, w2)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3), "w2": (4, 8 * reps[1], 1, 1), "reps": np.array(reps, np.int64)},
+    )
+    g = group_of(analysis(proto), "w1")
+    if frozen:
+        assert_frozen(g, "Tile", "tiled along this axis")
+    else:
+        assert g.prunable == g.classes and g.exact
+        prune_and_check(proto)
 
 
 # -- Pooling, reductions, softmax -------------------------------------------------------

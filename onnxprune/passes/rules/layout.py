@@ -447,12 +447,16 @@ def pad(ctx) -> None:
 def rewrite_resize(rc) -> None:
     if len(rc.node.inputs) < 4 or rc.node.inputs[3] is None:
         return
-    for a in range(len(rc.in_shape(0))):
+    rank = len(rc.in_shape(0))
+    entries = None
+    for a in range(rank):
         keep = rc.out_keep(0, a)
         if keep is not None:
-            sizes = rc.const(3).copy()
-            sizes[a] = int(keep.sum())
-            rc.set_const_input(3, sizes)
+            # Through the entries, so a literal inside Concat(Shape(x)[:2], [H, W])
+            # (F.interpolate(size=...) with a dynamic batch) is rewritten too.
+            entries = entries or rc.entries(3, rank)
+            if isinstance(entries[a], ConstEntry):
+                rc.write_entry(entries[a], int(keep.sum()))
 
 
 @register("Resize", "Upsample", rewrite=rewrite_resize)
@@ -472,8 +476,20 @@ def resize(ctx) -> None:
             ctx.freeze(var, "resized along this axis")
             out.append(ctx.fixed(out_shape[a]))
     if ctx.n_inputs() > 3 and ctx.input(3) is not None and not ctx.is_const(3):
-        for var in out:
-            ctx.freeze(var, "output sizes computed at runtime")
+        # Sizes assembled at runtime: an entry read from Shape(x) follows x, one read
+        # from another tensor's axis ties it (as in Expand), a literal is rewritten.
+        entries = entries_of_input(ctx.node, 3, ctx.an.shape_of) or [None] * len(out)
+        for a, var in enumerate(out):
+            e = entries[a] if a < len(entries) else None
+            if isinstance(e, ShapeEntry) and e.value is ctx.input(0) and e.axis == a:
+                continue
+            src = _shape_entry_var(ctx, e)
+            if src is not None and ctx.dims.get_size(src) == ctx.dims.get_size(var):
+                out[a] = ctx.tie(var, src, "output size read at runtime")
+            elif not isinstance(e, ConstEntry):
+                ctx.freeze(var, "output sizes computed at runtime")
+                if src is not None:
+                    ctx.freeze(src, f"its size is read at runtime as output size of axis {a}")
     ctx.set_out(0, out)
 
 
@@ -569,8 +585,8 @@ def gather(ctx) -> None:
 @register("Shape", "Size")
 def shape_query(ctx) -> None:
     """Reading a shape couples nothing by itself, but a prunable axis whose size is
-    read at runtime changes whatever is computed from it. Reshape and Expand targets
-    check the sizes they read (their rules tie or freeze both sides); any other reader
+    read at runtime changes whatever is computed from it. Reshape/Expand targets and
+    Resize sizes check the sizes they read (their rules tie or freeze both sides); any other reader
     (ConstantOfShape, Range, arithmetic, a graph output) freezes the axis. Sizes of
     static axes were folded into constants before the analysis, so this sees only
     shape tensors that also carry a symbolic dim (dynamic batch)."""
@@ -614,9 +630,9 @@ def _unchecked_reads(ctx, source, value, elems: list, depth: int) -> list[tuple[
         node, idx = use.node, use.idx
         label = f"{node.op_type} '{node_label(node, ctx.an.node_index.get(id(node), 0))}'"
         nxt = None
-        if node.op_type in ("Reshape", "Expand") and idx == 1:
+        if (node.op_type, idx) in (("Reshape", 1), ("Expand", 1), ("Resize", 3)):
             # Checked by those rules, for each element they can trace back to `source`.
-            entries = entries_of_input(node, 1, ctx.an.shape_of) or []
+            entries = entries_of_input(node, idx, ctx.an.shape_of) or []
             traced = {e.axis for e in entries if isinstance(e, ShapeEntry) and e.value is source}
             if every - traced:
                 found.append((every - traced, label))
