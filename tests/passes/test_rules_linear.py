@@ -7,6 +7,8 @@ from test_rules_common import (
     analysis, assert_frozen, attr, build, const_input, group_of, producer, prune_and_check,
 )
 
+from onnxprune.compiler.model_io import load_model
+
 # -- Conv ------------------------------------------------------------------------------
 
 CONV3 = """
@@ -300,3 +302,72 @@ def test_chained_grouped_convs_merge_into_the_coarser_groups():
     assert (attr(producer(m, "h"), "group"), attr(producer(m, "k"), "group")) == (2, 1)
     assert const_input(producer(m, "h"), 1).shape == (4, 2, 1, 1)
     assert const_input(producer(m, "k"), 1).shape == (4, 4, 1, 1)
+
+
+@pytest.mark.parametrize("ta", [0, 1])
+def test_gemm_with_constant_left_operand(ta):
+    """Gemm(W, x): the weight's rows create features, and the next Gemm(W2, ·) reads
+    them through its columns; both are tagged so importance scores see them."""
+    w1 = (16, 8) if ta else (8, 16)
+    w2 = (8, 4) if ta else (4, 8)
+    proto = build(
+        f"""
+        g (float[16,3] x) => (float[4,3] y) {{
+          h = Gemm<transA = {ta}>(w1, x)
+          r = Relu(h)
+          y = Gemm<transA = {ta}>(w2, r)
+        }}
+        """,
+        {"w1": w1, "w2": w2},
+    )
+    an = analysis(proto)
+    g = group_of(an, "w1")
+    assert g.size == 8 and g.prunable == g.classes and g.exact
+    roles = {(name, axis, role) for kind, name, axis, role in g.members if kind == "const"}
+    assert roles == {("w1", 1 if ta else 0, "out"), ("w2", 0 if ta else 1, "in")}
+    result, _, _ = prune_and_check(proto)
+    assert const_input(producer(result.model, "h"), 0).shape == ((16, 4) if ta else (4, 16))
+    assert const_input(producer(result.model, "y"), 0).shape == ((4, 4) if ta else (4, 4))
+
+
+def test_gemm_constant_left_operand_importance_uses_its_rows():
+    """The rows of W with the smallest L1 go first."""
+    from onnxprune.compiler.pipeline import prune
+
+    w1 = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    w1[[1, 4, 6, 7]] *= 1e-3
+    proto = build(
+        """
+        g (float[16,3] x) => (float[4,3] y) {
+          h = Gemm(w1, x)
+          r = Relu(h)
+          y = Gemm(w2, r)
+        }
+        """,
+        {"w1": w1, "w2": np.ones((4, 8), np.float32)},
+    )
+    (entry,) = prune(proto, ratio=0.5).plan.channels
+    assert entry["tensor"] == "w1" and entry["removed"] == [1, 4, 6, 7]
+
+
+def test_convs_sharing_one_bias_prune_independently():
+    """Exporters deduplicate identical biases: two groups reading one bias tensor get
+    their own slices of it."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1, bias)
+          b = Conv<pads = [1, 1, 1, 1]>(x, w3, bias)
+          p = Conv(a, w2)
+          q = Conv(b, w4)
+          y = Add(p, q)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "w3": (8, 3, 3, 3), "bias": (8,), "w2": (4, 8, 1, 1), "w4": (4, 8, 1, 1)},
+    )
+    an = analysis(proto)
+    assert group_of(an, "w1") is not group_of(an, "w3")
+    result, _, _ = prune_and_check(proto, remove={"w1": [0, 1], "w3": [5, 6, 7]})
+    bias = const_input(producer(load_model(proto), "a"), 2)
+    np.testing.assert_array_equal(const_input(producer(result.model, "a"), 2), bias[2:])
+    np.testing.assert_array_equal(const_input(producer(result.model, "b"), 2), bias[:5])

@@ -113,7 +113,11 @@ def gemm(ctx) -> None:
     ctx.source(1, 0 if tb else 1)
     ctx.role(1, 0 if tb else 1, "out")
     if ctx.is_const(0):
+        # A weight on the left (Gemm(W, x)): its rows create features and its columns
+        # read them. Tag both like B's, or importance sees no weight for these groups.
         ctx.source(0, 1 if ta else 0)
+        ctx.role(0, 1 if ta else 0, "out")
+        ctx.role(0, 0 if ta else 1, "in")
     out = [a_m, b_n]
     c = ctx.in_dims(2) if ctx.input(2) is not None else None
     for k, var in enumerate(c or []):
