@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.numpy_helper
+import onnx.parser
 import onnx.shape_inference
 import onnx_ir as ir
 import onnxruntime as ort
@@ -266,3 +267,17 @@ def zero_consumer_slices(an, removed: set[int]) -> int:
         write_const(value, arr)
         zeroed += int(kill.sum())
     return zeroed
+
+
+def model_from_text(body: str, inputs: str, outputs: str, weights: dict, opset: int = 17) -> onnx.ModelProto:
+    """A model from ONNX text; `weights` maps initializer names to arrays, or to shapes
+    for standard-normal float32 weights (seeded, so the model is always the same)."""
+    text = f'<ir_version: 8, opset_import: ["" : {opset}]>\ng ({inputs}) => ({outputs}) {{\n{body}\n}}'
+    proto = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(0)
+    for name, array in weights.items():
+        if isinstance(array, tuple):
+            array = rng.standard_normal(array).astype(np.float32)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(array), name))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
