@@ -204,7 +204,8 @@ def _conv_model(nodes_text: str, opsets: str = '"" : 17') -> onnx.ModelProto:
     proto = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     for name, shape in (("w", (4, 3, 3, 3)), ("b", (4,))):
-        proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+        array = rng.standard_normal(shape).astype(np.float32)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
     return proto
 
 
@@ -463,3 +464,12 @@ def test_output_path_without_file_name(tmp_path, capfd, resnet20):
     (tmp_path / "d").mkdir()
     line = _fail(capfd, tmp_path, ["prune", resnet20, "-o", str(tmp_path / "d") + os.sep])
     assert "does not exist" not in line, line
+
+
+def test_output_over_input(tmp_path, capfd, resnet20):
+    """-o naming the input file replaces it atomically with the pruned model."""
+    before = os.path.getsize(resnet20)
+    assert main(["prune", resnet20, "-o", resnet20]) == 0, capfd.readouterr().err
+    assert os.path.getsize(resnet20) < before
+    onnx.checker.check_model(onnx.load(resnet20), full_check=True)
+    assert _files(tmp_path) == {"resnet20.onnx"}

@@ -185,3 +185,26 @@ def test_round_to_holds_when_a_split_piece_would_empty():
     result = prune(zoo("yolov8_c2f.onnx"), ratio=0.5, round_to=8, verify=False)
     kept = {r["id"]: r["size"] - r["removed"] for r in result.report["groups"]["detail"] if r["removed"]}
     assert all(k % 8 == 0 for k in kept.values()), kept
+
+
+@pytest.mark.parametrize("name", ["resnet20.onnx", "yolov8_c2f.onnx", "convnext.dynamo.onnx"])
+def test_source_kinds_agree_and_stay_untouched(name, tmp_path):
+    """A path, a ModelProto and an onnx_ir.Model give the same bytes, and `prune` does
+    not modify the ModelProto or ir.Model it is given."""
+    import onnx_ir as ir
+
+    from onnxprune.compiler.model_io import load_model
+
+    path = zoo(name)
+    proto = onnx.load(path)
+    proto_bytes = proto.SerializeToString()
+    model = load_model(path)
+    model_bytes = ir.serde.serialize_model(model).SerializeToString()
+    outs = []
+    for i, source in enumerate((path, proto, model)):
+        result = prune(source, ratio=0.5)
+        save_model(result.model, tmp_path / f"{i}.onnx")
+        outs.append((tmp_path / f"{i}.onnx").read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    assert proto.SerializeToString() == proto_bytes
+    assert ir.serde.serialize_model(model).SerializeToString() == model_bytes
