@@ -108,6 +108,40 @@ def _shape_entries(node: ir.Node, shape_of) -> list | None:
     return [ShapeEntry(node.inputs[0], a) for a in axes]
 
 
+TRACED = ("Concat", "Gather", "Slice", *PASS_THROUGH)
+
+
+def privatize(graph: ir.Graph, node: ir.Node, i: int, _depth: int = 0) -> None:
+    """Give `node.inputs[i]` a shape-tensor chain of its own before its entries are
+    written: a traced producer whose output is read elsewhere too is cloned for this
+    reader. Without it, two Reshapes sharing Concat(Shape(x)[:1], [8], [-1]) (dynamic
+    batch) would both see the literal written for whichever was rewritten last.
+    Constants themselves need no clone: `write_entry` replaces them copy-on-write."""
+    value = node.inputs[i] if i < len(node.inputs) else None
+    if value is None or is_const(value) or _depth > 16:
+        return
+    prod = value.producer()
+    if prod is None or prod.op_type not in TRACED or prod.domain not in ("", "ai.onnx"):
+        return
+    if len(value.uses()) > 1 or value.is_graph_output():
+        from onnxprune.passes.constants import fresh_name
+
+        clone = ir.Node(
+            prod.domain, prod.op_type, list(prod.inputs),
+            [ir.Attr(a.name, a.type, a.value) for a in prod.attributes.values()],
+            num_outputs=len(prod.outputs),
+        )
+        for old, new in zip(prod.outputs, clone.outputs):
+            new.name = fresh_name(graph, f"{old.name or 'shape'}_private")
+            if old.type is not None:
+                new.type = old.type
+        graph.insert_after(prod, clone)
+        node.replace_input_with(i, clone.outputs[value.index()])
+        prod = clone
+    for j in range(len(prod.inputs)):
+        privatize(graph, prod, j, _depth + 1)
+
+
 def write_entry(graph: ir.Graph, entry: ConstEntry, new_value: int) -> None:
     """Replace one element of a traced constant (copy-on-write)."""
     arr = const_array(entry.node.inputs[entry.input_index]).copy()

@@ -1141,6 +1141,75 @@ def test_static_channel_count_in_arithmetic_is_a_constant():
     prune_and_check(proto, input_shapes=DYN)
 
 
+@pytest.mark.parametrize("third", [False, True], ids=["two-groups", "and-a-fixed-reader"])
+def test_reshape_target_shared_across_groups(third):
+    """One target Concat(Shape(x)[:1], [8], [-1]) read by Reshapes of two groups
+    pruned differently (and of a graph input that is not pruned): each gets its own."""
+    extra = (
+        "rz = Reshape(z, t)\n  mz = ReduceMean<axes = [2], keepdims = 0>(rz)\n  hz = Gemm(mz, wz2)\n"
+        "  y = Sum(ha, hb, hz)" if third else "y = Add(ha, hb)"
+    )
+    proto = build(
+        f"""
+        g (float[N,3,6,6] x, float[N,8,6,6] z) => (float[N,4] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          s = Shape<end = 1>(x)
+          c8 = Constant<value = int64[1] {{8}}>()
+          m1 = Constant<value = int64[1] {{-1}}>()
+          t = Concat<axis = 0>(s, c8, m1)
+          ra = Reshape(a, t)
+          rb = Reshape(b, t)
+          ma = ReduceMean<axes = [2], keepdims = 0>(ra)
+          mb = ReduceMean<axes = [2], keepdims = 0>(rb)
+          ha = Gemm(ma, wa2)
+          hb = Gemm(mb, wb2)
+          {extra}
+        }}
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "wa2": (8, 4), "wb2": (8, 4), "wz2": (8, 4)},
+    )
+    shapes = {"x": (2, 3, 6, 6), "z": (2, 8, 6, 6)}
+    an = analysis(proto, shapes)
+    ga, gb = group_of(an, "wa"), group_of(an, "wb")
+    assert ga is not gb and ga.prunable == ga.classes and gb.prunable == gb.classes
+    result, _, _ = prune_and_check(proto, input_shapes=shapes, remove={"wa": [0, 1], "wb": [5, 6, 7]})
+    m = result.model
+    assert entries_of_input(producer(m, "ra"), 1)[1].value == 6
+    assert entries_of_input(producer(m, "rb"), 1)[1].value == 5
+    if third:
+        assert entries_of_input(producer(m, "rz"), 1)[1].value == 8
+
+
+def test_expand_target_shared_across_groups():
+    proto = build(
+        """
+        g (float[N,3,6,6] x) => (float[N,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          ga = GlobalAveragePool(a)
+          gb = GlobalAveragePool(b)
+          s = Shape<end = 1>(x)
+          c = Constant<value = int64[3] {8, 6, 6}>()
+          t = Concat<axis = 0>(s, c)
+          ea = Expand(ga, t)
+          eb = Expand(gb, t)
+          pa = Mul(a, ea)
+          pb = Mul(b, eb)
+          qa = Conv(pa, w2)
+          qb = Conv(pb, w3)
+          y = Add(qa, qb)
+        }
+        """,
+        {"wa": (8, 3, 3, 3), "wb": (8, 3, 3, 3), "w2": (4, 8, 1, 1), "w3": (4, 8, 1, 1)},
+    )
+    shapes = {"x": (2, 3, 6, 6)}
+    result, _, _ = prune_and_check(proto, input_shapes=shapes, remove={"wa": [0, 1], "wb": [5, 6, 7]})
+    m = result.model
+    assert entries_of_input(producer(m, "ea"), 1)[1].value == 6
+    assert entries_of_input(producer(m, "eb"), 1)[1].value == 5
+
+
 def test_runtime_batch_size_in_arithmetic_leaves_channels_alone():
     """Shape(a)[0] (the batch) used as a number reads no channel: a stays prunable."""
     proto = build(

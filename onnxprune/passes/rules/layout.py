@@ -12,7 +12,9 @@ import numpy as np
 
 from onnxprune.passes.dims import FIXED
 from onnxprune.passes.rules import default_rule, register
-from onnxprune.passes.shape_tensors import ConstEntry, ShapeEntry, const_slice, entries_of_input
+from onnxprune.passes.shape_tensors import (
+    ConstEntry, ShapeEntry, const_slice, entries_of_input, privatize,
+)
 
 BIG = 2**62  # Slice bounds at or beyond this mean "to the end"
 
@@ -320,6 +322,7 @@ def rewrite_reshape(rc) -> None:
         if keep is None:
             continue
         if entries is None:
+            privatize(rc.graph, rc.node, 1)  # a target shared with other readers
             entries = rc.entries(1, len(out_shape))
         e = entries[b]
         if isinstance(e, ConstEntry) and e.value > 0:
@@ -454,7 +457,9 @@ def rewrite_resize(rc) -> None:
         if keep is not None:
             # Through the entries, so a literal inside Concat(Shape(x)[:2], [H, W])
             # (F.interpolate(size=...) with a dynamic batch) is rewritten too.
-            entries = entries or rc.entries(3, rank)
+            if entries is None:
+                privatize(rc.graph, rc.node, 3)  # sizes shared with other readers
+                entries = rc.entries(3, rank)
             if isinstance(entries[a], ConstEntry):
                 rc.write_entry(entries[a], int(keep.sum()))
 
@@ -523,7 +528,9 @@ def rewrite_expand(rc) -> None:
         keep = rc.out_keep(0, b)
         if keep is None:
             continue
-        entries = entries or rc.entries(1, len(out_shape))
+        if entries is None:
+            privatize(rc.graph, rc.node, 1)  # a target shared with other readers
+            entries = rc.entries(1, len(out_shape))
         e = _aligned_entry(entries, b, len(out_shape))
         if isinstance(e, ConstEntry) and e.value > 1:
             rc.write_entry(e, int(keep.sum()))
