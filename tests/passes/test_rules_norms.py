@@ -254,3 +254,54 @@ def test_group_norm_exported_as_instance_norm(target):
     assert const_input(producer(m, "y"), 1).shape == (4, 4, 1, 1)
     want = [0, 2, -1] if "-1" in target else [2, 2, 72]
     assert const_input(producer(m, "v"), 1).tolist() == want, "the group count is rewritten"
+
+
+def test_layer_norm_over_chw_slices_its_parameters():
+    """LayerNorm<axis=1> over [N,C,H,W]: scale/bias are [C,H,W], sliced along C."""
+    proto = build(
+        """
+        g (float[2,3,6,6] x) => (float[2,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          n = LayerNormalization<axis = 1>(a, s, b)
+          y = Conv(n, w2)
+        }
+        """,
+        {"w1": (8, 3, 3, 3), "s": (8, 6, 6), "b": (8, 6, 6), "w2": (4, 8, 1, 1)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and not g.exact
+    assert "LayerNormalization" in inexact_reasons(g)
+    result, _, _ = prune_and_check(proto, exact=False)
+    n = producer(result.model, "n")
+    assert const_input(n, 1).shape == const_input(n, 2).shape == (4, 6, 6)
+
+
+def test_layer_norm_decomposed_is_prunable_but_inexact():
+    """LayerNorm as older exporters write it: ReduceMean, Sub, Pow, ReduceMean, Add,
+    Sqrt, Div, Mul, Add, over the last (channel) axis of [N, L, C]."""
+    proto = build(
+        """
+        g (float[2,5,16] x) => (float[2,5,16] y) {
+          h = MatMul(x, w1)
+          mu = ReduceMean<axes = [-1]>(h)
+          d = Sub(h, mu)
+          two = Constant<value = float {2.0}>()
+          sq = Pow(d, two)
+          var = ReduceMean<axes = [-1]>(sq)
+          eps = Constant<value = float {0.00001}>()
+          ve = Add(var, eps)
+          sd = Sqrt(ve)
+          nrm = Div(d, sd)
+          sc = Mul(nrm, gamma)
+          n = Add(sc, beta)
+          y = MatMul(n, w2)
+        }
+        """,
+        {"w1": (16, 8), "gamma": (8,), "beta": (8,), "w2": (8, 16)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.size == 8 and g.prunable == g.classes and not g.exact
+    assert "ReduceMean" in inexact_reasons(g)
+    result, _, _ = prune_and_check(proto, exact=False)
+    assert const_input(producer(result.model, "sc"), 1).shape == (4,)
+    assert const_input(producer(result.model, "y"), 1).shape == (4, 16)
