@@ -60,9 +60,13 @@ def _run_prune(args) -> int:
         raise OnnxPruneError(f"--ratio must be in [0, 1), got {args.ratio}")
     if args.round_to < 1:
         raise OnnxPruneError(f"--round-to must be at least 1, got {args.round_to}")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise OnnxPruneError(f"output directory {out_dir} does not exist: create it first")
+    if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
+        raise OnnxPruneError(f"-o {args.output} is a directory: name the output file, e.g. {os.path.join(args.output, 'pruned.onnx')}")
+    for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan)):
+        if path:
+            where = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(where):
+                raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
     plan = PruningPlan.load(args.plan) if args.plan else None
     labelled = None
     if args.eval:

@@ -445,7 +445,6 @@ SIDE_FILE_BUG = (
 )
 
 
-@pytest.mark.xfail(reason=SIDE_FILE_BUG, strict=True)
 @pytest.mark.parametrize("flag", ["--report", "--save-plan"])
 def test_side_file_in_missing_directory(flag, tmp_path, capfd, resnet20):
     line = _fail(capfd, tmp_path, ["prune", resnet20, "-o", str(tmp_path / "out.onnx"),
@@ -459,7 +458,6 @@ DIR_MESSAGE_BUG = (
 )
 
 
-@pytest.mark.xfail(reason=DIR_MESSAGE_BUG, strict=True)
 def test_output_path_without_file_name(tmp_path, capfd, resnet20):
     (tmp_path / "d").mkdir()
     line = _fail(capfd, tmp_path, ["prune", resnet20, "-o", str(tmp_path / "d") + os.sep])

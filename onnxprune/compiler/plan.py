@@ -70,6 +70,16 @@ class PruningPlan:
                         f"{an.units.frozen[c][0]}"
                     )
                 removed.add(c)
+        from onnxprune.compiler.selection import emptied_axes
+
+        emptied = emptied_axes(an, removed)
+        if emptied:
+            gid = an.class_group.get(int(an.classes_of(emptied[0])[0]))
+            src = an.groups[gid].sources[0]["tensor"] if gid is not None else "?"
+            raise OnnxPruneError(
+                f"plan removes every channel of a tensor axis (group {gid}, weight {src!r}): "
+                "keep at least one index of every group and of every Split/Slice piece"
+            )
         return removed
 
     # -- JSON ------------------------------------------------------------------------

@@ -65,20 +65,32 @@ def select_removed(
             keep = _keep_count(g.size, int(ratio * g.size), round_to)
             order = sorted(g.prunable, key=lambda c: (scores[c], c))
             removed.update(order[: max(0, g.size - keep)])
-    _keep_every_axis_nonempty(an, removed, scores)
+    for var in emptied_axes(an, removed):  # e.g. a whole Split piece ranked lowest
+        present = set(an.classes_of(var).tolist())
+        if present <= removed:
+            removed.discard(max(present, key=lambda c: (scores.get(c, 0.0), c)))
+    if round_to > 1:  # restoring may have broken the rounding: round up again
+        for g in groups:
+            gone = sorted((c for c in g.classes if c in removed), key=lambda c: -scores[c])
+            kept = g.size - len(gone)
+            target = min(g.size, math.ceil(kept / round_to) * round_to)
+            for c in gone[: target - kept]:
+                removed.discard(c)
     return removed
 
 
-def _keep_every_axis_nonempty(an: ChannelAnalysis, removed: set[int], scores) -> None:
-    """Restore the best removed class of any axis that would lose all its positions."""
+def emptied_axes(an: ChannelAnalysis, removed: set[int]) -> list[int]:
+    """Variables of tensor axes that would lose every position (never allowed: a
+    tensor with a zero-sized axis is not a pruned model)."""
     if not removed:
-        return
+        return []
     variables = {an.dims.find(v) for dims in an.value_dims.values() for v in dims}
     variables |= {an.dims.find(v) for dims in an.const_dims.values() for v in dims}
+    out = []
     for var in sorted(variables):
         cls = an.classes_of(var)
         if cls is None or len(cls) == 0 or (cls < 0).any():
             continue
-        present = set(cls.tolist())
-        if present <= removed:
-            removed.discard(max(present, key=lambda c: (scores.get(c, 0.0), c)))
+        if set(cls.tolist()) <= removed:
+            out.append(var)
+    return out

@@ -71,6 +71,10 @@ def verify_model(
     """
     problems: list[str] = []
     checker_error = _checker_error(pruned)
+    if checker_error and _checker_error(original) is not None:
+        # The input already fails the checker (e.g. GroupNormalization-18, deprecated
+        # in onnx 1.16 but run by ONNX Runtime): judge the pruned model by running it.
+        checker_error = None
     if checker_error:
         problems.append(f"ONNX checker: {checker_error}")
     interface = _interface_problems(original, pruned)

@@ -200,7 +200,6 @@ EMPTY_GROUP_BUG = (
 )
 
 
-@pytest.mark.xfail(reason=EMPTY_GROUP_BUG, strict=True)
 def test_plan_removing_a_whole_group_is_an_error():
     """Selection keeps >= 1 channel per group; a hand-written plan must not bypass that.
     verify=False because with verification on, the ORT run of the emitted model never

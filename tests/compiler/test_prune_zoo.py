@@ -122,10 +122,7 @@ ROUND_TO_BUG = (
 def _setting_params():
     for name in FEW:
         for setting in SETTINGS:
-            marks = ()
-            if name == "yolov8_c2f.onnx" and "round8" in setting:
-                marks = pytest.mark.xfail(reason=ROUND_TO_BUG, strict=True)
-            yield pytest.param(name, setting, marks=marks, id=f"{name}-{setting}")
+            yield pytest.param(name, setting, id=f"{name}-{setting}")
 
 
 @pytest.mark.parametrize("name, setting", list(_setting_params()))
@@ -177,7 +174,6 @@ def test_global_ranking_differs_from_per_group():
     assert abs(sum(r["removed"] for r in glob) - 0.5 * total) <= len(glob)
 
 
-@pytest.mark.xfail(reason=ROUND_TO_BUG, strict=True)
 def test_round_to_holds_when_a_split_piece_would_empty():
     """Minimal repro: yolov8_c2f (torchscript) splits cv1's 64 channels into two halves;
     l1 ranks one half lowest, so keeping 32 empties a Split output and selection puts one

@@ -136,7 +136,11 @@ def matmul(ctx) -> None:
     a_m = a[-2] if len(a) >= 2 else None
     b_n = b[-1] if len(b) >= 2 else None
     b_k = b[-2] if len(b) >= 2 else b[0]
-    ctx.tie(a[-1], b_k, "contracted features")
+    k = ctx.tie(a[-1], b_k, "contracted features")
+    if not ctx.is_const(0) and not ctx.is_const(1):
+        # q·kᵀ: both sides are computed, so no weight downstream can make the removed
+        # terms vanish; the product over fewer features is a different product.
+        ctx.inexact(k, "contracted between two computed tensors")
     if ctx.is_const(1) and b_n is not None:
         ctx.source(1, len(b) - 1)
         ctx.role(1, len(b) - 2, "in")
