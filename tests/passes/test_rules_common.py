@@ -14,7 +14,9 @@ import onnx.parser
 import onnx_ir as ir
 import pytest
 
-from onnxprune.compiler.model_io import load_model, make_sample_inputs, ort_session, resolve_input_shapes, run_session, to_proto
+from onnxprune.compiler.model_io import (
+    load_model, make_sample_inputs, ort_session, resolve_input_shapes, run_session,
+)
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import PruningPlan
 

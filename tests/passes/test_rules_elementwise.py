@@ -58,7 +58,10 @@ def test_unary_passes_channels_through(op):
     "body",
     [
         pytest.param("lo = Constant<value = float {0.0}>()\n  z = Clip(a, lo)", id="min"),
-        pytest.param("lo = Constant<value = float {-1.0}>()\n  hi = Constant<value = float {6.0}>()\n  z = Clip(a, lo, hi)", id="min-max"),
+        pytest.param(
+            "lo = Constant<value = float {-1.0}>()\n  hi = Constant<value = float {6.0}>()\n  z = Clip(a, lo, hi)",
+            id="min-max",
+        ),
         pytest.param("z = Clip(a, , hi6)", id="max-initializer"),
     ],
 )

@@ -131,6 +131,63 @@ def test_split_equal_removal_keeps_it_equal():
     assert const_input(producer(result.model, "q"), 1).shape == (4, 4, 1, 1)
 
 
+def test_split_across_a_concat_boundary():
+    """Concat(a[8], b[4]) split [6, 6]: the second piece mixes both groups; each
+    piece's size counts what each group keeps inside it."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          b = Conv<pads = [1, 1, 1, 1]>(x, wb)
+          c = Concat<axis = 1>(a, b)
+          s1, s2 = Split<axis = 1>(c, sp)
+          p = Conv(s1, w1)
+          q = Conv(s2, w2)
+          y = Add(p, q)
+        }
+        """,
+        {
+            "wa": (8, 3, 3, 3), "wb": (4, 3, 3, 3), "sp": np.array([6, 6], np.int64),
+            "w1": (4, 6, 1, 1), "w2": (4, 6, 1, 1),
+        },
+    )
+    an = analysis(proto)
+    assert group_of(an, "wa") is not group_of(an, "wb")
+    result, _, _ = prune_and_check(proto, remove={"wa": [0, 6, 7], "wb": [1]})
+    assert const_input(producer(result.model, "s1"), 1).tolist() == [5, 3]
+
+
+def test_c2f_split_bottleneck_concat():
+    """YOLOv8 C2f: Split in halves, a residual bottleneck on the second, Concat of all.
+    The stream (conv + residual) is one group seen three times by the last conv."""
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, wa)
+          s1, s2 = Split<axis = 1>(a, sp)
+          m1 = Conv<pads = [1, 1, 1, 1]>(s2, wm1)
+          r1 = Relu(m1)
+          m2 = Conv<pads = [1, 1, 1, 1]>(r1, wm2)
+          m = Add(s2, m2)
+          c = Concat<axis = 1>(s1, s2, m)
+          y = Conv(c, wo)
+        }
+        """,
+        {
+            "wa": (8, 3, 3, 3), "sp": np.array([4, 4], np.int64), "wm1": (4, 4, 3, 3),
+            "wm2": (4, 4, 3, 3), "wo": (4, 12, 1, 1),
+        },
+    )
+    an = analysis(proto)
+    stream, hidden = group_of(an, "wa"), group_of(an, "wm1")
+    assert stream is group_of(an, "wm2") and stream.size == 8 and hidden.size == 4
+    assert stream.exact and hidden.exact
+    result, _, _ = prune_and_check(proto, remove={"wa": [0, 5, 6], "wm1": [2]})
+    m = result.model
+    assert const_input(producer(m, "s1"), 1).tolist() == [3, 2]
+    assert const_input(producer(m, "y"), 1).shape == (4, 3 + 2 + 2, 1, 1)
+
+
 # -- Slice -----------------------------------------------------------------------------
 
 SLICE = """
