@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_rules_common import (
-    analysis, assert_frozen, attr, build, const_input, group_of, producer, prune_and_check,
+    analysis, assert_frozen, attr, build, const_input, group_of, inexact_reasons, producer,
+    prune_and_check,
 )
 
 from onnxprune.compiler.model_io import load_model
@@ -257,6 +258,10 @@ def test_matmul_of_two_activations_ties_the_contracted_axis():
     g = group_of(an, "wq")
     assert g is group_of(an, "wk") and g.size == 8 and g.prunable == g.classes
     assert {s["tensor"] for s in g.sources} == {"wq", "wk"}
+    # No weight downstream reads the contracted features: removal is not the same as
+    # zeroing a consumer, so the group is not claimed exact (it equals zeroing q's).
+    assert not g.exact
+    assert "MatMul" in inexact_reasons(g) and "contracted between two computed tensors" in inexact_reasons(g)
     result, _, _ = prune_and_check(proto, roles=("out",))
     assert const_input(producer(result.model, "q"), 1).shape == (16, 4)
     assert const_input(producer(result.model, "k"), 1).shape == (16, 4)
