@@ -225,6 +225,23 @@ def test_slice_channel_bounds_rewritten(start, end, width):
     assert kept_after[new_start:new_end].tolist() == [i for i in range(lo, hi) if keep[i]]
 
 
+def test_slice_attribute_form_opset9():
+    proto = build(
+        """
+        g (float[1,3,6,6] x) => (float[1,4,6,6] y) {
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1)
+          s = Slice<starts = [2], ends = [10], axes = [1]>(a)
+          y = Conv(s, w2)
+        }
+        """,
+        {"w1": (12, 3, 3, 3), "w2": (4, 8, 1, 1)},
+        opset=9,
+    )
+    result, _, _ = prune_and_check(proto, remove={"w1": [0, 3, 4, 11]})
+    s = producer(result.model, "s")
+    assert (list(attr(s, "starts")), list(attr(s, "ends"))) == ([1], [7])
+
+
 def test_slices_sharing_bound_constants():
     """torch.chunk exports Slices that share constants (the end of one is the start of
     the next): rewriting one must not change the other."""
