@@ -8,7 +8,11 @@ lets the channel rules see literal bounds and rewrite them exactly.
 
 What it folds: small integer tensors (≤ 64 elements) computed only from constants and
 from *static* dims of `Shape` outputs (static = a number under symbolic shape
-inference, so batch or sequence dims that follow a symbolic input are never baked in).
+inference, so batch or sequence dims that follow a symbolic input are never baked in),
+and only where every use ends in a shape slot (a Reshape target, Slice bounds, Split
+sizes, ...). A channel count that feeds arithmetic on data stays a runtime read, which
+the channel rules then freeze with a reason — folding it would silently keep the old
+count after pruning.
 What it does not do: fold float math, anything reading tensor data, or values that are
 graph outputs; it leaves the now-dead nodes for the cleanup pass.
 """
@@ -119,6 +123,33 @@ PARTIAL_RULES = {
 }
 
 
+# (op_type, input index) that take a shape, bounds, sizes or axes.
+SHAPE_SLOTS = {
+    ("Reshape", 1), ("Expand", 1), ("Tile", 1), ("Split", 1), ("ConstantOfShape", 0),
+    ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4), ("Pad", 1), ("Pad", 3),
+    ("Resize", 1), ("Resize", 2), ("Resize", 3), ("Unsqueeze", 1), ("Squeeze", 1),
+    ("ReduceMean", 1), ("ReduceSum", 1), ("ReduceMax", 1), ("ReduceMin", 1),
+}
+FOLDABLE = {"Shape", *PARTIAL_RULES, *RULES}
+
+
+def _shape_only_values(graph: ir.Graph) -> set:
+    """Values whose every use (transitively through foldable ops) is a shape slot."""
+    result: set = set()
+    for node in reversed(list(graph)):
+        for value in node.outputs:
+            uses = value.uses()
+            if not uses or value.is_graph_output():
+                continue
+            if all(
+                (u.node.op_type, u.idx) in SHAPE_SLOTS
+                or (u.node.op_type in FOLDABLE and all(o in result for o in u.node.outputs))
+                for u in uses
+            ):
+                result.add(value)
+    return result
+
+
 class FoldShapeComputationsPass(ir.passes.InPlacePass):
     """See the module docstring. `shapes` are symbolic shapes (None = not static)."""
 
@@ -129,6 +160,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         known: dict[ir.Value, tuple] = {}
+        shape_only = _shape_only_values(graph)
         folded = 0
         for node in list(graph):
             if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
@@ -146,7 +178,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
                 continue
             value = node.outputs[0]
             known[value] = out
-            if node.op_type != "Shape" and _full(out) and not value.is_graph_output() and value.uses():
+            if node.op_type != "Shape" and _full(out) and value in shape_only:
                 dtype = value.dtype.numpy() if value.dtype is not None else np.int64
                 arr = np.asarray(out[1], dtype=dtype).reshape(out[0])
                 const = new_initializer(graph, f"{value.name}_folded", arr)
