@@ -192,7 +192,8 @@ def verify(name: str, path: str) -> float:
             assert g.shape == r.shape, (path, (batch, seq, past), o, g.shape, r.shape)
             err = float(np.abs(g - r).max()) if r.size else 0.0
             scale = float(np.abs(r).max()) if r.size else 0.0
-            assert err <= RTOL * scale + 1e-6, f"{path} {(batch, seq, past)} output {o}: err {err:.3e}, max|ref| {scale:.3e}"
+            assert err <= RTOL * scale + 1e-6, \
+                f"{path} {(batch, seq, past)} output {o}: err {err:.3e}, max|ref| {scale:.3e}"
             worst = max(worst, err / max(scale, 1e-12))
     return worst
 
@@ -214,7 +215,9 @@ def describe(path: str, name: str, exporter: str, rel_err: float) -> dict:
         "node_count": len(m.graph.node),
         "op_types": dict(sorted(ops.items())),
         "initializer_count": len(m.graph.initializer),
-        "parameter_count": int(sum(np.prod(t.dims) for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)),
+        # counts a tied weight twice where the exporter wrote a transposed copy (gpt2's LM head)
+        "float_initializer_elements": int(sum(np.prod(t.dims) for t in m.graph.initializer
+                                              if t.data_type == onnx.TensorProto.FLOAT)),
         "file_size": os.path.getsize(path),
         "sha256": sha256(path),
         "checks": [list(c) for c in checks_for(name)],
@@ -283,7 +286,8 @@ def main(names: list[str]) -> int:
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "export_example": {"batch": EXPORT_BATCH, "seq": EXPORT_SEQ, "past_seq": EXPORT_PAST},
-        "tolerance": f"per output max|ort - torch| <= {RTOL} * max|torch| + 1e-6 at every (batch, seq, past) in 'checks'",
+        "tolerance": f"per output max|ort - torch| <= {RTOL} * max|torch| + 1e-6 "
+                     "at every (batch, seq, past) in 'checks'",
         "files": [files[k] for k in sorted(files)],
         "failures": dict(sorted(failures.items())),
     }
