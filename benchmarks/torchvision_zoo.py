@@ -67,12 +67,25 @@ def one(name: str, workdir: str) -> dict:
     }
 
 
+def _count_params(name: str) -> int:
+    import torch
+    import torchvision
+
+    try:  # without allocating: some builders compute widths with tensors, which meta refuses
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name, weights=None)
+    except NotImplementedError:
+        model = torchvision.models.get_model(name, weights=None)
+    return sum(p.numel() for p in model.parameters())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--max-params", type=float, default=150e6)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "torchvision.json"))
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in --json")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -84,11 +97,14 @@ def main() -> int:
 
     names = args.models or torchvision.models.list_models(module=torchvision.models)
     rows = []
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as f:
+            rows = json.load(f)
+    done = {r["model"] for r in rows}
     for name in names:
-        import torch
-
-        with torch.device("meta"):
-            n_params = sum(p.numel() for p in torchvision.models.get_model(name, weights=None).parameters())
+        if name in done:
+            continue
+        n_params = _count_params(name)
         if n_params > args.max_params:
             row = {"model": name, "status": "skipped", "reason": f"{n_params / 1e6:.0f} M params > --max-params", "params": n_params}
         else:
