@@ -25,7 +25,9 @@ from onnxprune.errors import OnnxPruneError
 
 # Domains whose ops we know how to reason about; anything else is a custom op we
 # cannot propagate channel removals through.
-KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+KNOWN_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training", "ai.onnx.training"}
+)
 # IR 3 is the first version with opset_import; older files predate the ops we rewrite.
 MIN_IR_VERSION = 3
 # Protobuf refuses messages of 2 GiB or more; keep a margin for the graph itself.
@@ -152,8 +154,11 @@ def _check_domains(model: ir.Model, label: str) -> None:
     # Model-local functions define their own domains; calling them is fine.
     local = {domain for domain, _name, _overload in model.functions}
     allowed = KNOWN_DOMAINS | local
+    # An import no node uses is inert (ORT's optimizer leaves some behind); only a
+    # domain that nodes actually use can hide computation we cannot see through.
+    used = {node.domain for node, _where in _all_nodes(model)}
     for domain in model.opset_imports:
-        if domain not in allowed:
+        if domain not in allowed and domain in used:
             raise OnnxPruneError(
                 f"{label} imports unknown opset domain '{domain}' (custom ops): "
                 "onnxprune cannot see through custom ops; "
