@@ -111,12 +111,14 @@ def _shape_entries(node: ir.Node, shape_of) -> list | None:
 TRACED = ("Concat", "Gather", "Slice", *PASS_THROUGH)
 
 
-def privatize(graph: ir.Graph, node: ir.Node, i: int, _depth: int = 0) -> None:
+def privatize(graph: ir.Graph, node: ir.Node, i: int, shape_of=None, _depth: int = 0) -> None:
     """Give `node.inputs[i]` a shape-tensor chain of its own before its entries are
     written: a traced producer whose output is read elsewhere too is cloned for this
     reader. Without it, two Reshapes sharing Concat(Shape(x)[:1], [8], [-1]) (dynamic
     batch) would both see the literal written for whichever was rewritten last.
-    Constants themselves need no clone: `write_entry` replaces them copy-on-write."""
+    Constants themselves need no clone: `write_entry` replaces them copy-on-write.
+    Clones keep the originals' shapes (from `shape_of` when the IR has none), so that
+    tracing through them still knows each piece's length."""
     value = node.inputs[i] if i < len(node.inputs) else None
     if value is None or is_const(value) or _depth > 16:
         return
@@ -135,11 +137,15 @@ def privatize(graph: ir.Graph, node: ir.Node, i: int, _depth: int = 0) -> None:
             new.name = fresh_name(graph, f"{old.name or 'shape'}_private")
             if old.type is not None:
                 new.type = old.type
+            shape = old.shape
+            if shape is None and shape_of is not None and shape_of(old) is not None:
+                shape = ir.Shape(shape_of(old))
+            new.shape = shape
         graph.insert_after(prod, clone)
         node.replace_input_with(i, clone.outputs[value.index()])
         prod = clone
     for j in range(len(prod.inputs)):
-        privatize(graph, prod, j, _depth + 1)
+        privatize(graph, prod, j, shape_of, _depth + 1)
 
 
 def write_entry(graph: ir.Graph, entry: ConstEntry, new_value: int) -> None:

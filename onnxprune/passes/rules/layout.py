@@ -322,7 +322,7 @@ def rewrite_reshape(rc) -> None:
         if keep is None:
             continue
         if entries is None:
-            privatize(rc.graph, rc.node, 1)  # a target shared with other readers
+            privatize(rc.graph, rc.node, 1, rc.an.shape_of)  # a target shared with other readers
             entries = rc.entries(1, len(out_shape))
         e = entries[b]
         if isinstance(e, ConstEntry) and e.value > 0:
@@ -458,7 +458,7 @@ def rewrite_resize(rc) -> None:
             # Through the entries, so a literal inside Concat(Shape(x)[:2], [H, W])
             # (F.interpolate(size=...) with a dynamic batch) is rewritten too.
             if entries is None:
-                privatize(rc.graph, rc.node, 3)  # sizes shared with other readers
+                privatize(rc.graph, rc.node, 3, rc.an.shape_of)  # sizes shared with other readers
                 entries = rc.entries(3, rank)
             if isinstance(entries[a], ConstEntry):
                 rc.write_entry(entries[a], int(keep.sum()))
@@ -529,7 +529,7 @@ def rewrite_expand(rc) -> None:
         if keep is None:
             continue
         if entries is None:
-            privatize(rc.graph, rc.node, 1)  # a target shared with other readers
+            privatize(rc.graph, rc.node, 1, rc.an.shape_of)  # a target shared with other readers
             entries = rc.entries(1, len(out_shape))
         e = _aligned_entry(entries, b, len(out_shape))
         if isinstance(e, ConstEntry) and e.value > 1:

@@ -1,0 +1,132 @@
+"""Transformers from models/transformers, pruned through the generic channel analysis:
+attention heads (whole heads; query heads within a GQA group), MLP width and hidden
+width must give models that pass the checker, run in ONNX Runtime at other batch and
+sequence lengths than the analysis used, cost what was predicted, and — for groups the
+analysis calls exact — compute the same numbers once the removed channels' consumer
+weights are zeroed. The fused (com.microsoft) BERT is frozen with reasons, never broken.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from support import rel_err, zero_consumer_slices
+
+from onnxprune.compiler.importance import class_scores
+from onnxprune.compiler.model_io import load_model, ort_session, run_session
+from onnxprune.compiler.pipeline import analyze, prune
+from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.selection import select_removed
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "models", "transformers")
+NAMES = ["bert", "vit", "gpt2", "llama"]
+FILES = [f"{n}{suffix}.onnx" for n in NAMES for suffix in ("", ".dynamo")]
+
+
+def _path(name: str) -> str:
+    path = os.path.join(ROOT, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{name} not generated")
+    return path
+
+
+def _shapes(name: str, batch: int = 1, seq: int = 5, past: int = 3) -> dict:
+    if name.startswith("vit"):
+        return {"pixel_values": (batch, 3, 32, 32)}
+    if name.startswith("bert"):
+        return {"input_ids": (batch, seq), "attention_mask": (batch, seq)}
+    kv = 4 if name.startswith("gpt2") else 2
+    cache = {f"past_{t}_{i}": (batch, kv, past, 16) for t in ("key", "value") for i in (0, 1)}
+    return {"input_ids": (batch, seq), **cache}
+
+
+def _feeds(model: ir.Model, shapes: dict, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in model.graph.inputs:
+        shape = shapes[value.name]
+        if value.dtype == ir.DataType.INT64:
+            # ids in [0, 10); a mask of ones (right-padded masks are what the fused op supports)
+            feeds[value.name] = (
+                np.ones(shape, np.int64) if "mask" in value.name else rng.integers(0, 10, shape).astype(np.int64)
+            )
+        else:
+            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def _outputs(model: ir.Model, feeds: dict) -> dict:
+    return run_session(ort_session(model), feeds)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_prune_half_is_valid_at_other_batch_and_seq(name, tmp_path):
+    path = _path(name)
+    result = prune(path, ratio=0.5, input_shapes=_shapes(name))
+    cost = result.report["cost"]
+    assert result.report["verification"]["ok"]
+    assert cost["predicted"] == cost["after"]
+    assert cost["macs_reduction"] > 0.3, cost
+    out = tmp_path / "pruned.onnx"
+    onnx.save(ir.serde.serialize_model(result.model), out)
+    onnx.checker.check_model(str(out), full_check=True)
+    original = load_model(path)
+    for batch, seq in ((1, 5), (2, 9)):
+        feeds = _feeds(original, _shapes(name, batch, seq))
+        want, got = _outputs(original, feeds), _outputs(result.model, feeds)
+        assert list(want) == list(got)
+        for key in want:
+            assert want[key].shape == got[key].shape, key
+
+
+def _kinds(an) -> dict[int, int]:
+    return {g.id: g.size for g in an.groups if g.prunable}
+
+
+@pytest.mark.parametrize("name", ["bert.onnx", "bert.dynamo.onnx", "vit.onnx", "vit.dynamo.onnx"])
+def test_heads_mlp_and_hidden_are_groups(name):
+    """4 heads per layer, 128 MLP neurons per layer and a 64-wide residual stream."""
+    an, _, _ = analyze(load_model(_path(name)), _shapes(name))
+    sizes = sorted(_kinds(an).values())
+    assert sizes.count(4) == 2, sizes  # heads of two layers
+    assert sizes.count(128) == 2, sizes  # MLP width of two layers
+    hidden = [g for g in an.groups if g.prunable and g.size == 64 and not g.exact]
+    assert hidden, "the residual stream (through LayerNorm) is one inexact group"
+
+
+def test_gqa_prunes_query_heads_within_kv_groups():
+    """llama (dynamo): 4 query heads share 2 KV heads, which the cache freezes; a query
+    head may go only as one of each KV group's repeats (2 units of 2 heads)."""
+    an, _, _ = analyze(load_model(_path("llama.dynamo.onnx")), _shapes("llama"))
+    small = [g for g in an.groups if g.prunable and g.size == 2]
+    assert len(small) == 2, [(g.size, g.sources[0]["tensor"]) for g in an.groups]
+    kv = [g for g in an.groups if not g.prunable and g.size == 2]
+    assert kv and all(any("past_" in r or "Concat" in r for r in g.reasons()) for g in kv)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_exact_groups_are_exact(name):
+    path = _path(name)
+    model = load_model(path)
+    an, _, _ = analyze(model, _shapes(name))
+    scores, _ = class_scores(an, "l1")
+    removed = select_removed(an, scores, 0.5) & {c for g in an.groups if g.exact for c in g.classes}
+    assert removed
+    zero_consumer_slices(an, removed)
+    result = prune(model, plan=PruningPlan.from_removed(an, removed), input_shapes=_shapes(name))
+    feeds = _feeds(model, _shapes(name, 2, 6), seed=3)
+    want, got = _outputs(model, feeds), _outputs(result.model, feeds)
+    assert max(rel_err(want[k], got[k]) for k in want) <= 1e-4
+
+
+def test_fused_ops_are_frozen_with_reasons_not_broken():
+    path = _path("bert_fused.onnx")
+    an, _, _ = analyze(load_model(path), _shapes("bert"))
+    reasons = [r for g in an.groups for r in g.reasons()]
+    assert any("SkipLayerNormalization" in r for r in reasons)
+    result = prune(path, ratio=0.5, input_shapes=_shapes("bert"))
+    assert result.report["verification"]["ok"]
