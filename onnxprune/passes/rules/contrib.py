@@ -1,0 +1,40 @@
+"""ONNX Runtime contrib ops (domain com.microsoft) that fusion leaves in transformer
+graphs. Bias-activations are elementwise with a per-feature bias; SkipLayerNormalization
+is residual Add + bias + LayerNorm over the last axis (inexact over it, like LayerNorm).
+
+Attention, MultiHeadAttention, GroupQueryAttention and EmbedLayerNormalization have no
+rule yet: they fall to the default, which freezes every axis they touch with the reason.
+"""
+
+from __future__ import annotations
+
+from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.rules.elementwise import broadcast
+
+MS = "com.microsoft"
+
+
+@register("BiasGelu", "FastGelu", "BiasAdd", "QuickGelu", "Gelu", domain=MS)
+def bias_activation(ctx) -> None:
+    """out = act(x + bias): the bias's one axis lines up with x's last axis."""
+    broadcast(ctx)
+
+
+@register("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", domain=MS)
+def skip_layer_norm(ctx) -> None:
+    x = ctx.in_dims(0)
+    if x is None:
+        return default_rule(ctx, "input rank unknown")
+    out = list(x)
+    skip = ctx.in_dims(1)
+    if skip is not None and len(skip) == len(x):
+        out = [ctx.tie(a, b, "skip connection") for a, b in zip(out, skip)]
+    for i in range(2, ctx.n_inputs()):  # gamma, beta, bias: one value per feature
+        params = ctx.in_dims(i) if ctx.input(i) is not None else None
+        if params:
+            out[-1] = ctx.tie(out[-1], params[-1], "normalisation parameters")
+            ctx.role(i, len(params) - 1, "param")
+    ctx.inexact(out[-1], "normalises over this axis: removing channels changes the statistics")
+    ctx.set_out(0, out)
+    if len(ctx.node.outputs) > 3 and ctx.node.outputs[3] is not None:
+        ctx.set_out(3, out)  # input + skip + bias, before normalisation
