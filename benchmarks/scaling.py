@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import onnx
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.compiler import pipeline
 from onnxprune.compiler.importance import class_scores
@@ -37,7 +37,7 @@ from onnxprune.compiler.predict import Predictor
 from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.passes.channel_analysis import analyze_channels
-from onnxprune.passes.cost import model_cost, static_shapes, symbolic_shapes
+from onnxprune.passes.cost import InferValueShapesPass, model_cost, static_shapes, symbolic_shapes
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.slice_channels import SliceChannelsPass
 
@@ -130,7 +130,7 @@ def _stages(t: _Timer, path: str, *, ratio: float, criterion: str, verify: bool)
 
     def cleanup_stage():
         RemoveUnusedNodesPass()(model)
-        ShapeInferencePass(strict_mode=False)(model)
+        InferValueShapesPass()(model)
 
     t("cleanup", cleanup_stage)
     verified = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.model_io import load_model, resolve_input_shapes
@@ -26,7 +26,7 @@ from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
-from onnxprune.passes.cost import model_cost, static_shapes, symbolic_shapes
+from onnxprune.passes.cost import InferValueShapesPass, model_cost, static_shapes, symbolic_shapes
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.slice_channels import SliceChannelsPass
 
@@ -90,7 +90,7 @@ def prune(
     new_plan = PruningPlan.from_removed(an, removed, **settings)
     group_rows = _group_rows(an, removed, used)
     rewrite = ir.passes.Sequential(
-        SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), ShapeInferencePass(strict_mode=False)
+        SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), InferValueShapesPass()
     )
     rewrite(model)
     verification = None

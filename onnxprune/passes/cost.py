@@ -340,12 +340,44 @@ def static_shapes(model: ir.Model, input_shapes: Mapping[str, Shape] | None = No
     return shapes
 
 
+def _symbolic_inference(model: ir.Model) -> onnx.ModelProto:
+    proto = _shape_inference_proto(model, {})
+    return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+
+
+class InferValueShapesPass(ir.passes.InPlacePass):
+    """Annotate every intermediate value with its inferred shape (symbolic dims kept).
+
+    Same result as onnx-ir's ShapeInferencePass for our purpose, but linear in the graph
+    size: onnx-ir 1.1.0's helper checks list membership per initializer (quadratic; 21 s
+    of 31 s at 50k nodes). Graph inputs and outputs keep their declared shapes."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        inferred = _symbolic_inference(model)
+        infos = {info.name: info for info in inferred.graph.value_info}
+        io = set(model.graph.inputs) | set(model.graph.outputs)
+        changed = False
+        for node in model.graph:
+            for value in node.outputs:
+                info = infos.get(value.name) if value is not None else None
+                if info is None or value in io or not info.type.tensor_type.HasField("shape"):
+                    continue
+                dims = [
+                    d.dim_value if d.HasField("dim_value") else ir.SymbolicDim(d.dim_param or None)
+                    for d in info.type.tensor_type.shape.dim
+                ]
+                value.shape = ir.Shape(dims)
+                if value.dtype is None and info.type.tensor_type.elem_type:
+                    value.dtype = ir.DataType(info.type.tensor_type.elem_type)
+                changed = True
+        return ir.passes.PassResult(model, modified=changed)
+
+
 def symbolic_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
     """Shapes with the model's own symbolic inputs: a dim is an int only where it is
     the same for every input size (None where it follows a symbolic dim or is unknown).
     Used to tell which shape values may be folded into constants. Does not modify `model`."""
-    proto = _shape_inference_proto(model, {})
-    inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    inferred = _symbolic_inference(model)
     out: dict[str, tuple[int | None, ...]] = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         tt = info.type.tensor_type if info.type.HasField("tensor_type") else None
