@@ -314,7 +314,10 @@ def flatten(ctx) -> None:
     ctx.set_out(0, [merge(ctx, x[:axis]), merge(ctx, x[axis:])])
 
 
-def rewrite_reshape(rc) -> None:
+def _rewrite_target(rc, smallest_literal: int) -> None:
+    """Write the new size of every output axis that shrinks into the shape tensor at
+    input 1 (Reshape, Expand), where that size is a literal >= `smallest_literal`
+    (Reshape's 0 and -1, Expand's 1 are not sizes and follow by themselves)."""
     out_shape = rc.out_shape(0)
     entries = None
     for b in range(len(out_shape)):
@@ -324,9 +327,13 @@ def rewrite_reshape(rc) -> None:
         if entries is None:
             privatize(rc.graph, rc.node, 1, rc.an.shape_of)  # a target shared with other readers
             entries = rc.entries(1, len(out_shape))
-        e = entries[b]
-        if isinstance(e, ConstEntry) and e.value > 0:
+        e = _aligned_entry(entries, b, len(out_shape))
+        if isinstance(e, ConstEntry) and e.value >= smallest_literal:
             rc.write_entry(e, int(keep.sum()))
+
+
+def rewrite_reshape(rc) -> None:
+    _rewrite_target(rc, 1)
 
 
 @register("Reshape", rewrite=rewrite_reshape)
@@ -522,18 +529,7 @@ def _aligned_entry(entries: list, b: int, rank: int):
 
 
 def rewrite_expand(rc) -> None:
-    out_shape = rc.out_shape(0)
-    entries = None
-    for b in range(len(out_shape)):
-        keep = rc.out_keep(0, b)
-        if keep is None:
-            continue
-        if entries is None:
-            privatize(rc.graph, rc.node, 1, rc.an.shape_of)  # a target shared with other readers
-            entries = rc.entries(1, len(out_shape))
-        e = _aligned_entry(entries, b, len(out_shape))
-        if isinstance(e, ConstEntry) and e.value > 1:
-            rc.write_entry(e, int(keep.sum()))
+    _rewrite_target(rc, 2)
 
 
 @register("Expand", rewrite=rewrite_expand)
