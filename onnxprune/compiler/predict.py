@@ -17,10 +17,13 @@ from onnxprune.passes.slice_channels import const_slicings, predicted_shape
 
 
 class Predictor:
-    def __init__(self, an: ChannelAnalysis, removed: set[int]):
+    """Shapes and costs after removing `removed`; `nodes` limits the constants it
+    prepares to those read by these node indices (enough to price just them)."""
+
+    def __init__(self, an: ChannelAnalysis, removed: set[int], nodes=None):
         self.an = an
         self.removed = removed
-        self.slicings = const_slicings(an, removed)
+        self.slicings = const_slicings(an, removed, nodes)
         self._runtime: dict[str, tuple] = {}
 
     def runtime_shape(self, value: ir.Value) -> tuple | None:
@@ -117,7 +120,7 @@ def group_costs(an: ChannelAnalysis) -> dict[int, dict]:
             continue
         one = {g.prunable[0]}
         nodes = sorted({i for _, name, _, _ in g.members for i in producers.get(name, [])})
-        pred = Predictor(an, one)
+        pred = Predictor(an, one, nodes)  # only these nodes: linear over all groups
         macs = sum(base.node_macs(i) - pred.node_macs(i) for i in nodes)
         consts = {an.nodes[i].inputs[j] for i in nodes for j in range(len(an.nodes[i].inputs))}
         params = 0

@@ -108,12 +108,18 @@ def _signature(key: tuple) -> tuple:
     return tuple((axis, raw) for axis, raw, _ in key)
 
 
-def const_slicings(an: ChannelAnalysis, removed: set[int]) -> dict:
+def const_slicings(an: ChannelAnalysis, removed: set[int], nodes=None) -> dict:
     """How each constant will be sliced: value -> None (untouched), a slice key (all
-    readers agree: sliced in place), or {use: key} for the readers that get a copy."""
+    readers agree: sliced in place), or {use: key} for the readers that get a copy.
+    `nodes` (indices) limits it to the constants those nodes read."""
     uses_by_value: dict[ir.Value, list[tuple[int, int]]] = {}
+    wanted = None
+    if nodes is not None:
+        wanted = {id(an.nodes[i].inputs[j]) for i in nodes for j in range(len(an.nodes[i].inputs))}
     for ni, ii in an.const_dims:
-        uses_by_value.setdefault(an.nodes[ni].inputs[ii], []).append((ni, ii))
+        value = an.nodes[ni].inputs[ii]
+        if wanted is None or id(value) in wanted:
+            uses_by_value.setdefault(value, []).append((ni, ii))
     result = {}
     for value, keys in uses_by_value.items():
         slicings = {k: _slice_key(an, k, removed) for k in keys}
