@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="input .onnx file")
     pr.add_argument("-o", "--output", required=True, help="where to write the pruned .onnx")
     pr.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove (default 0.5)")
+    for kind, what in (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
+                       ("channels", "conv channels and MLP neurons")):
+        pr.add_argument(f"--{kind}", type=float, metavar="R", help=f"ratio for {what} (default: --ratio)")
     pr.add_argument("--criterion", choices=("l1", "l2", "bn"), default="l1", help="importance criterion (default l1)")
     pr.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels across all groups at once")
     pr.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels per group")
@@ -58,6 +61,10 @@ def _run_prune(args) -> int:
 
     if not 0.0 <= args.ratio < 1.0:
         raise OnnxPruneError(f"--ratio must be in [0, 1), got {args.ratio}")
+    kind_ratios = {k: getattr(args, k) for k in ("heads", "hidden", "channels") if getattr(args, k) is not None}
+    for kind, r in kind_ratios.items():
+        if not 0.0 <= r < 1.0:
+            raise OnnxPruneError(f"--{kind} must be in [0, 1), got {r}")
     if args.round_to < 1:
         raise OnnxPruneError(f"--round-to must be at least 1, got {args.round_to}")
     if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
@@ -82,6 +89,7 @@ def _run_prune(args) -> int:
         ignore=tuple(args.ignore),
         input_shapes=_shapes(args.input_shape),
         plan=plan,
+        kind_ratios=kind_ratios,
     )
     if labelled is not None:
         from onnxprune.compiler.model_io import load_model
@@ -103,7 +111,7 @@ def _run_prune(args) -> int:
         f"{args.model} -> {args.output}: MACs {human(c['before']['macs'])} -> {human(c['after']['macs'])} "
         f"(-{100 * c['macs_reduction']:.1f} %), params {human(c['before']['params'])} -> "
         f"{human(c['after']['params'])} (-{100 * c['params_reduction']:.1f} %); "
-        f"{g['channels_removed']} channels removed from {g['prunable']} of {g['total']} groups; "
+        f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups; "
         "verified with ONNX Runtime"
     )
     if labelled is not None:

@@ -97,7 +97,7 @@ def test_prune_options(tmp_path, capfd, resnet20):
             "--criterion", "l2", "--global", "--round-to", "4"]
     assert main(argv) == 0, capfd.readouterr().err
     settings = json.loads(report.read_text())["settings"]
-    assert settings == {"ratio": 0.25, "criterion": "l2", "global": True, "round_to": 4, "ignore": []}
+    assert settings == {"ratio": 0.25, "criterion": "l2", "global": True, "round_to": 4, "ignore": [], "kind_ratios": {}}
 
 
 def test_ignore_keeps_conv_weight(tmp_path, capfd, resnet20):

@@ -70,6 +70,7 @@ def prune(
     input_shapes=None,
     plan: PruningPlan | None = None,
     verify: bool = True,
+    kind_ratios: dict[str, float] | None = None,
 ) -> PruneResult:
     """Prune channel groups of a model; see the module docstring for the stages."""
     original = source if isinstance(source, ir.Model) else load_model(source)
@@ -80,12 +81,14 @@ def prune(
     if plan is not None:
         removed = plan.to_removed(an)
     else:
-        removed = select_removed(an, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+        removed = select_removed(
+            an, scores, ratio, global_ranking=global_ranking, round_to=round_to, kind_ratios=kind_ratios
+        )
     predictor = Predictor(an, removed)
     predicted = {"macs": predictor.total_macs(), "params": predictor.total_params()}
     settings = {
         "ratio": ratio, "criterion": criterion, "global": global_ranking,
-        "round_to": round_to, "ignore": list(ignore),
+        "round_to": round_to, "ignore": list(ignore), "kind_ratios": dict(kind_ratios or {}),
     }
     new_plan = PruningPlan.from_removed(an, removed, **settings)
     group_rows = _group_rows(an, removed, used)
@@ -130,6 +133,7 @@ def _group_rows(an: ChannelAnalysis, removed: set[int], used: dict[int, str]) ->
         rows.append(
             {
                 "id": g.id,
+                "kind": g.kind,
                 "source": g.sources[0]["tensor"] if g.sources else None,
                 "size": g.size,
                 "prunable": len(g.prunable),
@@ -152,6 +156,7 @@ def inspect(source, *, input_shapes=None) -> dict:
         groups.append(
             {
                 "id": g.id,
+                "kind": g.kind,
                 "size": g.size,
                 "prunable": len(g.prunable),
                 "exact": g.exact,

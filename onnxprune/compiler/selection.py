@@ -19,6 +19,8 @@ import numpy as np
 
 from onnxprune.passes.channel_analysis import ChannelAnalysis
 
+KINDS = ("heads", "hidden", "channels")
+
 
 def _keep_count(size: int, n_remove: int, round_to: int) -> int:
     keep = max(1, size - n_remove)
@@ -34,35 +36,28 @@ def select_removed(
     *,
     global_ranking: bool = False,
     round_to: int = 1,
+    kind_ratios: dict[str, float] | None = None,
 ) -> set[int]:
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    """`kind_ratios` overrides `ratio` for groups of a kind (heads, hidden, channels):
+    e.g. {"heads": 0.5} with ratio 0 prunes half the heads and nothing else. With
+    global ranking, each kind is ranked on its own (a head and a neuron do not compare)."""
+    ratios = {kind: ratio for kind in KINDS} | dict(kind_ratios or {})
+    for kind, r in ratios.items():
+        if kind not in KINDS:
+            raise ValueError(f"unknown group kind {kind!r}; kinds are {', '.join(KINDS)}")
+        if not 0.0 <= r < 1.0:
+            raise ValueError(f"ratio for {kind} must be in [0, 1), got {r}")
     round_to = max(1, int(round_to))
     removed: set[int] = set()
     groups = [g for g in an.groups if g.prunable]
     if global_ranking:
-        pool = []
-        for g in groups:
-            mean = np.mean([scores[c] for c in g.classes]) or 1.0
-            pool.extend((scores[c] / mean, g.id, c) for c in g.prunable)
-        pool.sort()
-        budget = int(ratio * sum(g.size for g in groups))
-        left = {g.id: g.size for g in groups}
-        for _, gid, c in pool:
-            if budget <= 0:
-                break
-            if left[gid] > 1:
-                removed.add(c)
-                left[gid] -= 1
-                budget -= 1
-        for g in groups:  # round each group's kept count up, restoring the best
-            gone = sorted((c for c in g.classes if c in removed), key=lambda c: -scores[c])
-            keep = _keep_count(g.size, len(gone), round_to)
-            for c in gone[: max(0, keep - (g.size - len(gone)))]:
-                removed.discard(c)
+        for kind in KINDS:
+            _select_global(
+                [g for g in groups if g.kind == kind], scores, ratios[kind], round_to, removed
+            )
     else:
         for g in groups:
-            keep = _keep_count(g.size, int(ratio * g.size), round_to)
+            keep = _keep_count(g.size, int(ratios[g.kind] * g.size), round_to)
             order = sorted(g.prunable, key=lambda c: (scores[c], c))
             removed.update(order[: max(0, g.size - keep)])
     for var in emptied_axes(an, removed):  # e.g. a whole Split piece ranked lowest
@@ -77,6 +72,28 @@ def select_removed(
             for c in gone[: target - kept]:
                 removed.discard(c)
     return removed
+
+
+def _select_global(groups, scores, ratio: float, round_to: int, removed: set[int]) -> None:
+    pool = []
+    for g in groups:
+        mean = np.mean([scores[c] for c in g.classes]) or 1.0
+        pool.extend((scores[c] / mean, g.id, c) for c in g.prunable)
+    pool.sort()
+    budget = int(ratio * sum(g.size for g in groups))
+    left = {g.id: g.size for g in groups}
+    for _, gid, c in pool:
+        if budget <= 0:
+            break
+        if left[gid] > 1:
+            removed.add(c)
+            left[gid] -= 1
+            budget -= 1
+    for g in groups:  # round each group's kept count up, restoring the best
+        gone = sorted((c for c in g.classes if c in removed), key=lambda c: -scores[c])
+        keep = _keep_count(g.size, len(gone), round_to)
+        for c in gone[: max(0, keep - (g.size - len(gone)))]:
+            removed.discard(c)
 
 
 def emptied_axes(an: ChannelAnalysis, removed: set[int]) -> list[int]:

@@ -57,6 +57,8 @@ class ChannelGroup:
     sources: list[dict]
     members: list[tuple] = field(default_factory=list)  # (kind, name, axis, role)
 
+    kind: str = "channels"  # heads | hidden | channels (conv channels, MLP neurons)
+
     @property
     def size(self) -> int:
         return len(self.classes)
@@ -76,6 +78,19 @@ class ChannelGroup:
                 if r not in seen:
                     seen.append(r)
         return seen
+
+
+def _kind(tags: set[str]) -> str:
+    """What a group is, for reports and per-kind ratios: `heads` when its units are
+    blocks cut from a feature axis and batched through attention's MatMuls; `hidden`
+    when a norm or reduction runs over it (a transformer's residual stream, ConvNeXt's
+    channels-last stream); otherwise `channels` (conv channels, MLP neurons, norm groups).
+    """
+    if "attention" in tags and "block" in tags:
+        return "heads"
+    if "normalized" in tags:
+        return "hidden"
+    return "channels"
 
 
 class ChannelAnalysis:
@@ -216,6 +231,7 @@ class ChannelAnalysis:
                 frozen={c: units.frozen[c] for c in classes if c in units.frozen},
                 inexact={c: units.inexact[c] for c in classes if c in units.inexact},
                 sources=[units.sources[s] for s in srcs],
+                kind=_kind({t for c in classes for t in units.tags.get(c, ())}),
             )
             self.groups.append(group)
             for c in classes:

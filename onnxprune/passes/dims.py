@@ -37,6 +37,7 @@ class UnitTable:
         self.sources: list[dict] = []  # source index -> description
         self.frozen: dict[int, list[str]] = {}  # root -> reasons
         self.inexact: dict[int, list[str]] = {}  # root -> why removal is not exact
+        self.tags: dict[int, set[str]] = {}  # root -> what kind of unit (e.g. "head")
 
     def new(self, n: int, source: dict | None = None) -> np.ndarray:
         start = len(self.parent)
@@ -64,6 +65,8 @@ class UnitTable:
         if ra > rb:  # keep the older unit as root: deterministic, and sources stay first
             ra, rb = rb, ra
         self.parent[rb] = ra
+        if rb in self.tags:
+            self.tags.setdefault(ra, set()).update(self.tags.pop(rb))
         for notes in (self.frozen, self.inexact):
             if rb in notes:
                 merged = notes.setdefault(ra, [])
@@ -85,6 +88,11 @@ class UnitTable:
 
     def mark_inexact(self, units, reason: str) -> None:
         self._note(self.inexact, units, reason)
+
+    def tag(self, units, tag: str) -> None:
+        for u in np.unique(np.asarray(units, dtype=np.int64)):
+            if u >= 0:
+                self.tags.setdefault(self.find(int(u)), set()).add(tag)
 
     def roots(self, units: np.ndarray) -> np.ndarray:
         """Class (root unit) of each entry; -1 stays -1."""

@@ -21,15 +21,20 @@ def render(info: dict, *, show_nodes: bool = True) -> str:
     groups = info["groups"]
     prunable = [g for g in groups if g["prunable"]]
     lines.append(f"channel groups: {len(groups)} ({len(prunable)} prunable, {len(groups) - len(prunable)} frozen)")
+    for kind in ("heads", "hidden", "channels"):
+        of_kind = [g for g in groups if g.get("kind") == kind]
+        if of_kind:
+            sizes = ", ".join(f"{g['size']}{'' if g['prunable'] else '*'}" for g in of_kind)
+            lines.append(f"  {kind:<8} per group: {sizes}   (* frozen)")
     lines.append("")
-    lines.append(f"{'group':>5} {'size':>5} {'prun.':>5} {'exact':>5} {'MACs/ch':>10} {'params/ch':>9}  source / why frozen")
+    lines.append(f"{'group':>5} {'kind':<8} {'size':>5} {'prun.':>5} {'exact':>5} {'MACs/ch':>10} {'params/ch':>9}  source / why frozen")
     for g in groups:
         why = "; ".join(g["frozen_reasons"][:2])
         src = g["sources"][0] if g["sources"] else "-"
         more = f" +{len(g['sources']) - 1}" if len(g["sources"]) > 1 else ""
         note = f"{src}{more}" + (f"  [frozen: {why}]" if why else "")
         lines.append(
-            f"{g['id']:>5} {g['size']:>5} {g['prunable']:>5} {'yes' if g['exact'] else 'no':>5} "
+            f"{g['id']:>5} {g.get('kind', ''):<8} {g['size']:>5} {g['prunable']:>5} {'yes' if g['exact'] else 'no':>5} "
             f"{human(g['macs_per_channel']):>10} {human(g['params_per_channel']):>9}  {note}"
         )
     if show_nodes:

@@ -130,3 +130,33 @@ def test_fused_ops_are_frozen_with_reasons_not_broken():
     assert any("SkipLayerNormalization" in r for r in reasons)
     result = prune(path, ratio=0.5, input_shapes=_shapes("bert"))
     assert result.report["verification"]["ok"]
+
+
+@pytest.mark.parametrize("name", ["bert.onnx", "vit.dynamo.onnx", "llama.dynamo.onnx"])
+def test_group_kinds(name):
+    an, _, _ = analyze(load_model(_path(name)), _shapes(name))
+    kinds = {g.kind for g in an.groups if g.prunable}
+    assert {"heads", "channels"} <= kinds, [(g.kind, g.size) for g in an.groups]
+    hidden = [g for g in an.groups if g.kind == "hidden"]
+    assert len(hidden) == 1 and hidden[0].size == 64 and not hidden[0].exact
+
+
+@pytest.mark.parametrize(
+    "kind_ratios, expect",
+    [({"heads": 0.5}, {"heads": 0.5}), ({"channels": 0.5}, {"channels": 0.5}), ({"hidden": 0.25}, {"hidden": 0.25})],
+    ids=["half-heads", "half-mlp", "quarter-hidden"],
+)
+@pytest.mark.parametrize("name", ["bert.onnx", "bert.dynamo.onnx", "vit.onnx", "llama.dynamo.onnx"])
+def test_prune_one_kind(name, kind_ratios, expect):
+    """The issue's three settings: half the heads in each layer, half the MLP width, a
+    quarter of the hidden width — each alone, everything else untouched."""
+    result = prune(_path(name), ratio=0.0, kind_ratios=kind_ratios, input_shapes=_shapes(name))
+    detail = result.report["groups"]["detail"]
+    touched = [g for g in detail if g["removed"]]
+    assert touched, detail
+    for g in detail:
+        want = expect.get(g["kind"], 0.0) if g["prunable"] == g["size"] else 0.0
+        assert g["removed"] == int(want * g["size"]), g
+    cost = result.report["cost"]
+    assert cost["after"]["macs"] < cost["before"]["macs"]
+    assert cost["predicted"] == cost["after"]

@@ -227,6 +227,9 @@ def split_lead(ctx, var: int, lead_size: int) -> int:
         for u in live[1:].tolist():
             ctx.units.union(int(live[0]), u)
         owner[p] = live[0] if len(live) else -1
+    # Each unit is now a whole block: an attention head (hidden -> [heads, head_dim])
+    # or a norm group; `kind` reports the former as heads.
+    ctx.units.tag(owner, "block")
     return ctx.derived(owner)
 
 

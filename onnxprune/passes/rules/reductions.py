@@ -58,6 +58,9 @@ def reduce(ctx) -> None:
     for a, var in enumerate(x):
         if a in axes:
             ctx.inexact(var, "reduces over this axis: removing channels changes the result")
+            own = ctx.dims.get(var)
+            if hasattr(own, "shape"):  # decomposed LayerNorm/RMSNorm: a normalised stream
+                ctx.units.tag(own, "normalized")
             if keep:
                 out.append(ctx.fixed(1))
         else:
