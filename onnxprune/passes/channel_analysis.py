@@ -381,6 +381,12 @@ class NodeContext:
         if isinstance(own, np.ndarray):
             self.units.mark_inexact(own, self.why(reason))
 
+    def tag(self, var: int, tag: str) -> None:
+        """Say what kind of unit an axis carries (block, attention, normalized)."""
+        own = self.dims.get(var)
+        if isinstance(own, np.ndarray):
+            self.units.tag(own, tag)
+
     def source(self, i: int, axis: int) -> None:
         """Mark a constant input's axis as creating features (a producer weight)."""
         if not self.is_const(i):

@@ -35,9 +35,7 @@ def skip_layer_norm(ctx) -> None:
             out[-1] = ctx.tie(out[-1], params[-1], "normalisation parameters")
             ctx.role(i, len(params) - 1, "param")
     ctx.inexact(out[-1], "normalises over this axis: removing channels changes the statistics")
-    own = ctx.dims.get(out[-1])
-    if hasattr(own, "shape"):
-        ctx.units.tag(own, "normalized")
+    ctx.tag(out[-1], "normalized")
     ctx.set_out(0, out)
     if len(ctx.node.outputs) > 3 and ctx.node.outputs[3] is not None:
         ctx.set_out(3, out)  # input + skip + bias, before normalisation

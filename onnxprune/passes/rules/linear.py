@@ -165,9 +165,7 @@ def matmul(ctx) -> None:
             batch.append(cands[0])
         else:
             for var in cands:  # blocks batched through q·kᵀ / p·v are heads
-                own = ctx.dims.get(var)
-                if hasattr(own, "shape"):
-                    ctx.units.tag(own, "attention")
+                ctx.tag(var, "attention")
             batch.append(ctx.tie(cands[0], cands[1], "batch axes"))
     out = batch + ([a_m] if a_m is not None else []) + ([b_n] if b_n is not None else [])
     ctx.set_out(0, out)

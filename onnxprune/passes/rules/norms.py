@@ -84,7 +84,5 @@ def layer_norm(ctx) -> None:
                 ctx.role(i, k, "param")
     for a in range(axis, len(x)):
         ctx.inexact(out[a], "normalises over this axis: removing channels changes the statistics")
-        own = ctx.dims.get(out[a])
-        if hasattr(own, "shape"):
-            ctx.units.tag(own, "normalized")
+        ctx.tag(out[a], "normalized")
     ctx.set_out(0, out)

@@ -58,9 +58,7 @@ def reduce(ctx) -> None:
     for a, var in enumerate(x):
         if a in axes:
             ctx.inexact(var, "reduces over this axis: removing channels changes the result")
-            own = ctx.dims.get(var)
-            if hasattr(own, "shape"):  # decomposed LayerNorm/RMSNorm: a normalised stream
-                ctx.units.tag(own, "normalized")
+            ctx.tag(var, "normalized")  # decomposed LayerNorm/RMSNorm: a normalised stream
             if keep:
                 out.append(ctx.fixed(1))
         else:
