@@ -38,13 +38,26 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan instead of choosing")
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
     pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
+    _interface_args(pr)
 
     ins = sub.add_parser("inspect", help="show channel groups, frozen reasons and costs")
     ins.add_argument("model", help="input .onnx file")
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
     ins.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", help=shape_help)
     ins.add_argument("--no-nodes", action="store_true", help="omit the per-node cost table")
+    _interface_args(ins)
     return p
+
+
+def _interface_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resize-io", action="append", default=[], metavar="NAME",
+        help="a graph input or output whose static dims may shrink (e.g. a hidden-state output); repeatable",
+    )
+    parser.add_argument(
+        "--keep-cache-shape", action="store_true",
+        help="keep KV-cache inputs/outputs at their shape (their heads are then not pruned)",
+    )
 
 
 def _shapes(specs: list[str]) -> dict:
@@ -90,6 +103,8 @@ def _run_prune(args) -> int:
         input_shapes=_shapes(args.input_shape),
         plan=plan,
         kind_ratios=kind_ratios,
+        resize_io=tuple(args.resize_io),
+        resize_cache=not args.keep_cache_shape,
     )
     if labelled is not None:
         from onnxprune.compiler.model_io import load_model
@@ -114,17 +129,29 @@ def _run_prune(args) -> int:
         f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups; "
         "verified with ONNX Runtime"
     )
+    for change in result.report["interface"]:
+        print(
+            f"{change['direction']} '{change['name']}' changes shape "
+            f"{_dims(change['shape_before'])} -> {_dims(change['shape_after'])}: callers must follow"
+        )
     if labelled is not None:
         acc = result.report["accuracy"]
         print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
     return 0
 
 
+def _dims(shape: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 def _run_inspect(args) -> int:
     from onnxprune.compiler.pipeline import inspect
     from onnxprune.tools.inspect_text import render
 
-    info = inspect(args.model, input_shapes=_shapes(args.input_shape))
+    info = inspect(
+        args.model, input_shapes=_shapes(args.input_shape),
+        resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
+    )
     if args.json:
         print(json.dumps(info, indent=1))
     else:

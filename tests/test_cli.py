@@ -97,7 +97,9 @@ def test_prune_options(tmp_path, capfd, resnet20):
             "--criterion", "l2", "--global", "--round-to", "4"]
     assert main(argv) == 0, capfd.readouterr().err
     settings = json.loads(report.read_text())["settings"]
-    assert settings == {"ratio": 0.25, "criterion": "l2", "global": True, "round_to": 4, "ignore": [], "kind_ratios": {}}
+    assert settings == {"ratio": 0.25, "criterion": "l2", "global": True, "round_to": 4, "ignore": [], "kind_ratios": {},
+        "resize_io": [], "resize_cache": True,
+    }
 
 
 def test_ignore_keeps_conv_weight(tmp_path, capfd, resnet20):
@@ -471,3 +473,37 @@ def test_output_over_input(tmp_path, capfd, resnet20):
     assert os.path.getsize(resnet20) < before
     onnx.checker.check_model(onnx.load(resnet20), full_check=True)
     assert _files(tmp_path) == {"resnet20.onnx"}
+
+
+GPT2 = os.path.join(os.path.dirname(__file__), "..", "models", "transformers", "gpt2.onnx")
+GPT2_SHAPES = ["--input-shape", "input_ids=1,5"] + [
+    arg for t in ("key", "value") for i in (0, 1) for arg in ("--input-shape", f"past_{t}_{i}=1,4,3,16")
+]
+
+
+def test_kv_cache_change_is_printed_and_reported(tmp_path, capfd):
+    out, report = tmp_path / "g.onnx", tmp_path / "r.json"
+    argv = ["prune", GPT2, "-o", str(out), "--ratio", "0", "--heads", "0.5", "--report", str(report), *GPT2_SHAPES]
+    assert main(argv) == 0, capfd.readouterr().err
+    printed = capfd.readouterr().out
+    assert "input 'past_key_0' changes shape [?, 4, ?, 16] -> [?, 2, ?, 16]" in printed
+    interface = json.loads(report.read_text())["interface"]
+    assert len(interface) == 8 and all(len(c["kept"]["1"]) == 2 for c in interface)
+    declared = {i.name: i.type.tensor_type.shape.dim[1].dim_value for i in onnx.load(str(out)).graph.input}
+    assert declared["past_value_1"] == 2
+
+
+def test_keep_cache_shape_keeps_interface(tmp_path, capfd):
+    out = tmp_path / "g.onnx"
+    argv = ["prune", GPT2, "-o", str(out), "--keep-cache-shape", *GPT2_SHAPES]
+    assert main(argv) == 0, capfd.readouterr().err
+    assert "changes shape" not in capfd.readouterr().out
+    assert input_signature(onnx.load(str(out))) == input_signature(onnx.load(GPT2))
+
+
+def test_resize_io_unknown_name(tmp_path, capfd):
+    argv = ["prune", GPT2, "-o", str(tmp_path / "g.onnx"), "--resize-io", "hidden", *GPT2_SHAPES]
+    assert main(argv) == 1
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'hidden'" in err and "present_key_0" in err
+    assert not (tmp_path / "g.onnx").exists()

@@ -28,7 +28,8 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
 from onnxprune.passes.cost import InferValueShapesPass, model_cost, static_shapes, symbolic_shapes
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
-from onnxprune.passes.slice_channels import SliceChannelsPass
+from onnxprune.passes.interface import resizable_io
+from onnxprune.passes.slice_channels import SliceChannelsPass, interface_changes
 
 
 @dataclass
@@ -48,15 +49,19 @@ def _working_copy(source) -> ir.Model:
     raise OnnxPruneError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(source).__name__}")
 
 
-def analyze(model: ir.Model, input_shapes=None, ignore=()) -> tuple[ChannelAnalysis, dict, dict]:
+def analyze(
+    model: ir.Model, input_shapes=None, ignore=(), resize_io=(), resize_cache: bool = True
+) -> tuple[ChannelAnalysis, dict, dict]:
     """Channel analysis of a loaded model: (analysis, input shapes, all static shapes).
 
     Folds shape arithmetic on static dims into constants first (the model is changed:
-    callers pass their working copy)."""
+    callers pass their working copy). Interface values that may shrink: the KV cache
+    (unless `resize_cache` is False) and the names in `resize_io`."""
+    resizable = resizable_io(model, resize_io, cache=resize_cache)
     FoldShapeComputationsPass(symbolic_shapes(model))(model)
     shapes_in = resolve_input_shapes(model, input_shapes)
     shapes = static_shapes(model, shapes_in)
-    return analyze_channels(model, shapes, ignore), shapes_in, shapes
+    return analyze_channels(model, shapes, ignore, resizable), shapes_in, shapes
 
 
 def prune(
@@ -71,11 +76,20 @@ def prune(
     plan: PruningPlan | None = None,
     verify: bool = True,
     kind_ratios: dict[str, float] | None = None,
+    resize_io=(),
+    resize_cache: bool = True,
 ) -> PruneResult:
-    """Prune channel groups of a model; see the module docstring for the stages."""
+    """Prune channel groups of a model; see the module docstring for the stages.
+
+    `resize_io` names graph inputs/outputs allowed to shrink (e.g. a hidden-state
+    output); a KV cache shrinks with its heads unless `resize_cache` is False. The
+    report's "interface" lists every changed input/output and the indices kept."""
     original = source if isinstance(source, ir.Model) else load_model(source)
     model = _working_copy(source)
-    an, shapes_in, shapes = analyze(model, input_shapes, ignore)
+    if plan is not None and not resize_io:
+        # A plan made with resized outputs needs them resizable again to apply.
+        resize_io = tuple(plan.meta.get("resize_io", ()))
+    an, shapes_in, shapes = analyze(model, input_shapes, ignore, resize_io, resize_cache)
     before = model_cost(model, shapes)
     scores, used = class_scores(an, criterion)
     if plan is not None:
@@ -89,18 +103,20 @@ def prune(
     settings = {
         "ratio": ratio, "criterion": criterion, "global": global_ranking,
         "round_to": round_to, "ignore": list(ignore), "kind_ratios": dict(kind_ratios or {}),
+        "resize_io": list(resize_io), "resize_cache": resize_cache,
     }
     new_plan = PruningPlan.from_removed(an, removed, **settings)
     group_rows = _group_rows(an, removed, used)
+    interface = [{k: v for k, v in c.items() if k != "value"} for c in interface_changes(an, removed)]
     rewrite = ir.passes.Sequential(
         SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), InferValueShapesPass()
     )
     rewrite(model)
     verification = None
     if verify:
-        result = verify_model(original, model, shapes_in)
+        result = verify_model(original, model, shapes_in, resized={c["name"] for c in interface})
         verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, shapes_in))
+    after = model_cost(model, static_shapes(model, _resized_inputs(shapes_in, interface)))
     report = {
         "settings": settings,
         "input_shapes": {k: list(v) for k, v in shapes_in.items()},
@@ -117,9 +133,21 @@ def prune(
             "macs_reduction": _frac(before.total_macs, after.total_macs),
             "params_reduction": _frac(before.total_params, after.total_params),
         },
+        "interface": interface,
         "verification": verification,
     }
     return PruneResult(model=model, plan=new_plan, report=report)
+
+
+def _resized_inputs(shapes_in: dict, interface: list[dict]) -> dict:
+    """Input shapes for the pruned model: resized inputs take their new static dims."""
+    shapes = dict(shapes_in)
+    for change in interface:
+        if change["direction"] == "input":
+            shapes[change["name"]] = tuple(
+                new if new is not None else old for new, old in zip(change["shape_after"], shapes[change["name"]])
+            )
+    return shapes
 
 
 def _frac(before: int, after: int) -> float:
@@ -145,10 +173,10 @@ def _group_rows(an: ChannelAnalysis, removed: set[int], used: dict[int, str]) ->
     return rows
 
 
-def inspect(source, *, input_shapes=None) -> dict:
+def inspect(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True) -> dict:
     """What is prunable, what is frozen and why, and what it costs (JSON-ready)."""
     model = _working_copy(source)
-    an, shapes_in, shapes = analyze(model, input_shapes)
+    an, shapes_in, shapes = analyze(model, input_shapes, (), resize_io, resize_cache)
     cost = model_cost(model, shapes)
     per_group = group_costs(an)
     groups = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import onnx
@@ -61,13 +61,17 @@ def verify_model(
     *,
     seed: int = 0,
     raise_on_failure: bool = True,
+    resized: Collection[str] = (),
 ) -> VerifyResult:
     """Check `pruned` against `original`; raise OnnxPruneError when not ok (by default).
 
     Passes when: the ONNX checker accepts `pruned`; graph inputs match exactly in name,
     dtype and declared shape (dim_params included); and both models run in ONNX Runtime
     on the same `make_sample_inputs` data and produce the same output names, dtypes and
-    shapes. Neither model is modified.
+    shapes. Inputs and outputs named in `resized` (a pruned KV cache, outputs the user
+    allowed to shrink) must keep name, dtype, rank and symbolic dims; their static dims
+    may differ, and the pruned model is fed inputs of its own declared sizes.
+    Neither model is modified.
     """
     problems: list[str] = []
     checker_error = _checker_error(pruned)
@@ -77,11 +81,12 @@ def verify_model(
         checker_error = None
     if checker_error:
         problems.append(f"ONNX checker: {checker_error}")
-    interface = _interface_problems(original, pruned)
+    resized = frozenset(resized)
+    interface = _interface_problems(original, pruned, resized)
     problems.extend(interface)
     outputs: list[OutputComparison] = []
     if not interface:
-        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed)
+        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed, resized)
         problems.extend(run_problems)
     ok = not problems
     message = "ok" if ok else "; ".join(problems)
@@ -121,10 +126,10 @@ def _run_checker(model: ir.Model, *, full_check: bool) -> str | None:
     return None
 
 
-def _interface_problems(original: ir.Model, pruned: ir.Model) -> list[str]:
+def _interface_problems(original: ir.Model, pruned: ir.Model, resized=frozenset()) -> list[str]:
     problems = []
-    before = [(v.name, _dtype(v), _declared(v)) for v in graph_inputs(original)]
-    after = [(v.name, _dtype(v), _declared(v)) for v in graph_inputs(pruned)]
+    before = [(v.name, _dtype(v), _declared(v, v.name in resized)) for v in graph_inputs(original)]
+    after = [(v.name, _dtype(v), _declared(v, v.name in resized)) for v in graph_inputs(pruned)]
     if before != after:
         problems.append(f"graph inputs changed from {_describe(before)} to {_describe(after)}")
     before_out = [(v.name, _dtype(v)) for v in original.graph.outputs]
@@ -134,13 +139,22 @@ def _interface_problems(original: ir.Model, pruned: ir.Model) -> list[str]:
     return problems
 
 
-def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputComparison], list[str]]:
+def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset()):
     shapes = resolve_input_shapes(original, input_shapes)
     feeds = make_sample_inputs(original, shapes, seed=seed)
+    pruned_feeds = feeds
+    if resized:
+        pruned_shapes = dict(shapes)
+        for value in graph_inputs(pruned):
+            if value.name in resized and value.name in shapes:
+                pruned_shapes[value.name] = tuple(
+                    d if isinstance(d, int) else s for d, s in zip(value.shape, shapes[value.name])
+                )
+        pruned_feeds = make_sample_inputs(pruned, pruned_shapes, seed=seed)
     results = {}
-    for label, model in (("original", original), ("pruned", pruned)):
+    for label, model, data in (("original", original, feeds), ("pruned", pruned, pruned_feeds)):
         try:
-            results[label] = run_session(ort_session(model), feeds)
+            results[label] = run_session(ort_session(model), data)
         except OnnxPruneError as err:
             return [], [f"{label} model: {err}"]
     comparisons, problems = [], []
@@ -155,6 +169,10 @@ def _run_and_compare(original, pruned, input_shapes, seed) -> tuple[list[OutputC
         )
         if b is None:
             problems.append(f"output '{name}' is missing")
+        elif name in resized:
+            if (row.dtype_before, a.ndim) != (row.dtype_after, b.ndim):
+                problems.append(f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, expected "
+                                f"{row.dtype_before} of rank {a.ndim}")
         elif (row.dtype_before, row.shape_before) != (row.dtype_after, row.shape_after):
             problems.append(
                 f"output '{name}' is {row.dtype_after}{list(row.shape_after)}, "
@@ -172,10 +190,13 @@ def _dtype(value: ir.Value) -> str | None:
     return None if value.dtype is None else value.dtype.name
 
 
-def _declared(value: ir.Value) -> tuple | None:
+def _declared(value: ir.Value, resizable: bool = False) -> tuple | None:
+    """Declared dims; a resizable value's static dims read as "static" (any size)."""
     if value.shape is None:
         return None
-    return tuple(d if isinstance(d, int) else (d.value or "?") for d in value.shape)
+    return tuple(
+        ("static" if resizable else d) if isinstance(d, int) else (d.value or "?") for d in value.shape
+    )
 
 
 def _describe(signature: list) -> str:

@@ -109,6 +109,7 @@ class ChannelAnalysis:
         self.node_index = {id(n): i for i, n in enumerate(self.nodes)}
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         self.groups: list[ChannelGroup] = []
+        self.resizable: frozenset[str] = frozenset()
 
     # -- shapes and variables -------------------------------------------------
     def shape_of(self, value: ir.Value | None) -> tuple | None:
@@ -145,10 +146,16 @@ class ChannelAnalysis:
         return dims
 
     # -- the walk --------------------------------------------------------------
-    def run(self, ignore: tuple[str, ...] = ()) -> "ChannelAnalysis":
+    def run(self, ignore: tuple[str, ...] = (), resizable=frozenset()) -> "ChannelAnalysis":
+        """`resizable`: names of graph inputs and outputs whose static axes may change
+        size (a KV cache, or outputs the user allowed); all other interface axes are
+        fixed, so whatever they are tied to is frozen."""
         from onnxprune.passes.rules import RULES, default_rule
 
+        self.resizable = frozenset(resizable)
         for value in self.graph.inputs:
+            if value.name in self.resizable:
+                self._resizable_input_dims(value)
             self.runtime_dims(value)
         for i, node in enumerate(self.nodes):
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -163,6 +170,8 @@ class ChannelAnalysis:
         self._freeze_ignored(ignore)
         for value in self.graph.outputs:
             dims = self.runtime_dims(value)
+            if value.name in self.resizable:
+                continue
             for axis, v in enumerate(dims or []):
                 own = self.dims.get(v)
                 if isinstance(own, np.ndarray):
@@ -171,6 +180,19 @@ class ChannelAnalysis:
                     self.dims.set_owner(v, FIXED)
         self._build_groups()
         return self
+
+    def _resizable_input_dims(self, value: ir.Value) -> None:
+        """Axes the model declares with a fixed size (a cache's heads and head_dim) start
+        pending, so they take the owner of whatever they are tied to; symbolic axes
+        (batch, sequence) stay fixed."""
+        shp = self.shape_of(value)
+        declared = list(value.shape) if value.shape is not None else [None] * len(shp or ())
+        if shp is None:
+            return
+        self.value_dims[value] = [
+            self.dims.new(s) if isinstance(d, int) and s is not None else self.dims.fixed(s)
+            for s, d in zip(shp, declared)
+        ]
 
     def _freeze_ignored(self, names) -> None:
         """Nodes the user asked to leave alone keep every channel they read or write."""
@@ -397,5 +419,5 @@ class NodeContext:
         )
 
 
-def analyze_channels(model: ir.Model, shapes: dict[str, tuple], ignore=()) -> ChannelAnalysis:
-    return ChannelAnalysis(model, shapes).run(tuple(ignore))
+def analyze_channels(model: ir.Model, shapes: dict[str, tuple], ignore=(), resizable=()) -> ChannelAnalysis:
+    return ChannelAnalysis(model, shapes).run(tuple(ignore), frozenset(resizable))

@@ -8,9 +8,13 @@
    that end up sliced differently is copied per distinct slicing;
 3. value shapes inside the graph are cleared so that shape inference re-derives them.
 
+4. graph inputs and outputs the analysis was told are resizable (a KV cache, outputs
+   the user allowed) get their declared static dims shrunk; `interface_changes` says
+   which, for the report and the caller's cache allocation.
+
 What it does not do: remove dead nodes, re-infer shapes or check the model — the
-pipeline runs cleanup, inference and verification after it. It never touches graph
-inputs or outputs (their axes are frozen by the analysis).
+pipeline runs cleanup, inference and verification after it. Interface axes not named
+resizable are frozen by the analysis, so they are never touched.
 """
 
 from __future__ import annotations
@@ -174,7 +178,44 @@ def slice_channels(an: ChannelAnalysis, removed: set[int]) -> bool:
         for out in node.outputs:
             if out not in io and out.const_value is None:
                 out.shape = None
+    # 4. Resizable interface values declare their new sizes.
+    for change in interface_changes(an, removed):
+        value = change["value"]
+        if value.shape is not None:
+            value.shape = ir.Shape(
+                [new if isinstance(old, int) else old for old, new in zip(value.shape, change["shape_after"])]
+            )
     return True
+
+
+def interface_changes(an: ChannelAnalysis, removed: set[int]) -> list[dict]:
+    """Graph inputs and outputs whose declared shape the removal changes: name, value,
+    direction, declared shape before and after (symbolic dims as None), and per changed
+    axis the original indices that stay (so a caller can slice a cache it holds)."""
+    changes = []
+    graph = an.graph
+    for direction, values in (("input", graph.inputs), ("output", graph.outputs)):
+        for value in values:
+            dims = an.value_dims.get(value)
+            if value.name not in an.resizable or dims is None:
+                continue
+            # Undeclared shape (an output added by hand): the analysed one stands in.
+            declared = value.shape if value.shape is not None else an.shape_of(value)
+            if declared is None:
+                continue
+            before = [d if isinstance(d, int) else None for d in declared]
+            after, kept = list(before), {}
+            for axis, var in enumerate(dims):
+                mask = an.keep_mask(var, removed)
+                if mask is not None and isinstance(before[axis], int):
+                    after[axis] = int(mask.sum())
+                    kept[axis] = np.flatnonzero(mask).tolist()
+            if kept:
+                changes.append({
+                    "name": value.name, "value": value, "direction": direction,
+                    "shape_before": before, "shape_after": after, "kept": kept,
+                })
+    return changes
 
 
 

@@ -63,6 +63,16 @@ def _outputs(model: ir.Model, feeds: dict) -> dict:
     return run_session(ort_session(model), feeds)
 
 
+def _take(arrays: dict, interface: list[dict], direction: str) -> dict:
+    """Arrays of the original interface cut to the pruned one (the report's kept indices)."""
+    out = dict(arrays)
+    for change in interface:
+        if change["direction"] == direction and change["name"] in out:
+            for axis, kept in change["kept"].items():
+                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
+    return out
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_prune_half_is_valid_at_other_batch_and_seq(name, tmp_path):
     path = _path(name)
@@ -75,9 +85,11 @@ def test_prune_half_is_valid_at_other_batch_and_seq(name, tmp_path):
     onnx.save(ir.serde.serialize_model(result.model), out)
     onnx.checker.check_model(str(out), full_check=True)
     original = load_model(path)
+    interface = result.report["interface"]
     for batch, seq in ((1, 5), (2, 9)):
         feeds = _feeds(original, _shapes(name, batch, seq))
-        want, got = _outputs(original, feeds), _outputs(result.model, feeds)
+        want = _take(_outputs(original, feeds), interface, "output")
+        got = _outputs(result.model, _take(feeds, interface, "input"))
         assert list(want) == list(got)
         for key in want:
             assert want[key].shape == got[key].shape, key
@@ -99,13 +111,76 @@ def test_heads_mlp_and_hidden_are_groups(name):
 
 
 def test_gqa_prunes_query_heads_within_kv_groups():
-    """llama (dynamo): 4 query heads share 2 KV heads, which the cache freezes; a query
-    head may go only as one of each KV group's repeats (2 units of 2 heads)."""
-    an, _, _ = analyze(load_model(_path("llama.dynamo.onnx")), _shapes("llama"))
+    """llama (dynamo): 4 query heads share 2 KV heads. With the cache kept at its shape
+    the KV heads are frozen, and a query head may go only as one of each KV group's
+    repeats (2 units of 2 heads)."""
+    an, _, _ = analyze(load_model(_path("llama.dynamo.onnx")), _shapes("llama"), resize_cache=False)
     small = [g for g in an.groups if g.prunable and g.size == 2]
     assert len(small) == 2, [(g.size, g.sources[0]["tensor"]) for g in an.groups]
     kv = [g for g in an.groups if not g.prunable and g.size == 2]
     assert kv and all(any("past_" in r or "Concat" in r for r in g.reasons()) for g in kv)
+
+
+def test_gqa_removes_kv_heads_with_their_query_heads():
+    """With the cache resizable (the default), a unit is one KV head together with both
+    query heads that share it, and nothing else about attention is prunable alone."""
+    an, _, _ = analyze(load_model(_path("llama.dynamo.onnx")), _shapes("llama"))
+    heads = [g for g in an.groups if g.kind == "heads"]
+    assert len(heads) == 2 and all(g.size == 2 and len(g.prunable) == 2 for g in heads)
+    tensors = {m[1] for g in heads for m in g.members}
+    assert {f"past_key_{i}" for i in (0, 1)} <= tensors
+    assert not [g for g in an.groups if g.size == 2 and g.kind != "heads"]
+
+
+@pytest.mark.parametrize("name", ["gpt2.onnx", "gpt2.dynamo.onnx", "llama.dynamo.onnx"])
+def test_kv_cache_shrinks_with_heads(name):
+    """Half the heads: every past/present tensor loses the same head indices, the report
+    says which, and a cache cut to them gives the original's numbers (heads zeroed first)."""
+    model = load_model(_path(name))
+    an, _, _ = analyze(model, _shapes(name))
+    scores, _ = class_scores(an, "l1")
+    heads = {c for g in an.groups if g.kind == "heads" for c in g.classes}
+    removed = select_removed(an, scores, 0.0, kind_ratios={"heads": 0.5}) & heads
+    assert removed
+    zero_consumer_slices(an, removed)
+    result = prune(model, plan=PruningPlan.from_removed(an, removed), input_shapes=_shapes(name))
+    interface = result.report["interface"]
+    names = {c["name"] for c in interface}
+    assert names == {f"{io}_{t}_{i}" for io in ("past", "present") for t in ("key", "value") for i in (0, 1)}
+    kv = _shapes(name)["past_key_0"][1]
+    assert all(c["shape_before"][1] == kv and c["shape_after"][1] == kv // 2 for c in interface)
+    for value in result.model.graph.inputs:
+        if value.name in names:
+            assert value.shape[1] == kv // 2
+    feeds = _feeds(model, _shapes(name, 2, 4, past=6), seed=5)
+    want = _take(_outputs(model, feeds), interface, "output")
+    got = _outputs(result.model, _take(feeds, interface, "input"))
+    assert max(rel_err(want[k], got[k]) for k in want) <= 1e-4
+
+
+def test_kv_cache_kept_when_asked():
+    result = prune(_path("gpt2.onnx"), ratio=0.5, input_shapes=_shapes("gpt2"), resize_cache=False)
+    assert result.report["interface"] == []
+    assert not [g for g in result.report["groups"]["detail"] if g["kind"] == "heads" and g["removed"]]
+
+
+@pytest.mark.parametrize("name", ["bert.onnx", "vit.dynamo.onnx"])
+def test_hidden_width_at_an_output_needs_permission(name):
+    """A model that also returns its last hidden state (the last LayerNorm's output):
+    the residual stream is frozen by default, pruned when the user names the output,
+    which then shrinks (and the report says so)."""
+    model = load_model(_path(name))
+    last_norm = [n for n in model.graph if n.op_type == "LayerNormalization"][-1]
+    last_norm.outputs[0].name = "hidden_state"
+    model.graph.outputs.append(last_norm.outputs[0])
+    an, _, _ = analyze(load_model(ir.serde.serialize_model(model)), _shapes(name))
+    assert not [g for g in an.groups if g.kind == "hidden" and g.prunable]
+    an, _, _ = analyze(load_model(ir.serde.serialize_model(model)), _shapes(name), resize_io=("hidden_state",))
+    assert [g for g in an.groups if g.kind == "hidden" and g.prunable]
+    result = prune(model, ratio=0.0, kind_ratios={"hidden": 0.25}, input_shapes=_shapes(name), resize_io=("hidden_state",))
+    assert result.report["verification"]["ok"]
+    change = [c for c in result.report["interface"] if c["name"] == "hidden_state"]
+    assert change and change[0]["shape_after"][-1] == 48 and change[0]["shape_before"][-1] == 64
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -118,8 +193,10 @@ def test_exact_groups_are_exact(name):
     assert removed
     zero_consumer_slices(an, removed)
     result = prune(model, plan=PruningPlan.from_removed(an, removed), input_shapes=_shapes(name))
+    interface = result.report["interface"]
     feeds = _feeds(model, _shapes(name, 2, 6), seed=3)
-    want, got = _outputs(model, feeds), _outputs(result.model, feeds)
+    want = _take(_outputs(model, feeds), interface, "output")
+    got = _outputs(result.model, _take(feeds, interface, "input"))
     assert max(rel_err(want[k], got[k]) for k in want) <= 1e-4
 
 

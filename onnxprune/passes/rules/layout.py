@@ -199,6 +199,17 @@ def merge(ctx, dims: list[int]) -> int:
         return dims[live[0]]
     owned = [k for k in live if ctx.dims.get(dims[k]) is not FIXED]
     total = None if None in sizes else int(np.prod(sizes))
+    with_units = [k for k in owned if isinstance(ctx.dims.get(dims[k]), np.ndarray)]
+    if len(owned) > 1 and len(with_units) == 1:
+        # Pending axes (a literal broadcast, e.g. GQA's Expand of each KV head to its
+        # query heads) yield to the axis that already has units: a merged position
+        # follows that unit, so a KV head goes with every query head sharing it. When
+        # the KV axis is fixed (a frozen cache) the broadcast axis keeps the units
+        # instead, and query heads go within each KV group.
+        for k in owned:
+            if k != with_units[0]:
+                ctx.dims.set_owner(dims[k], FIXED)
+        owned = with_units
     if not owned:
         return ctx.fixed(total)
     if len(owned) > 1 or total is None:
