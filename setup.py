@@ -18,7 +18,9 @@ setup(
         # of `cpu` or `gpu`, never both: the two wheels overwrite each other's files.
         "cpu": ["onnxruntime>=1.17"],
         "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda13x>=13"],
-        "test": ["pytest>=7", "scikit-learn>=1.3", "onnx-tool>=0.9"],
+        # Decoding image folders for calibration data.
+        "images": ["Pillow>=9"],
+        "test": ["pytest>=7", "scikit-learn>=1.3", "onnx-tool>=0.9", "Pillow>=9"],
         "models": ["torch>=2.4", "onnxscript>=0.2", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["onnxprune=onnxprune.cli:main"]},
