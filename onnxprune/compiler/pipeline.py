@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
@@ -50,17 +51,20 @@ def _working_copy(source) -> ir.Model:
 
 
 def analyze(
-    model: ir.Model, input_shapes=None, ignore=(), resize_io=(), resize_cache: bool = True
+    model: ir.Model, input_shapes=None, ignore=(), resize_io=(), resize_cache: bool = True, feeds=None
 ) -> tuple[ChannelAnalysis, dict, dict]:
     """Channel analysis of a loaded model: (analysis, input shapes, all static shapes).
 
     Folds shape arithmetic on static dims into constants first (the model is changed:
     callers pass their working copy). Interface values that may shrink: the KV cache
-    (unless `resize_cache` is False) and the names in `resize_io`."""
+    (unless `resize_cache` is False) and the names in `resize_io`. `feeds` are inputs
+    for measuring shapes inference cannot give (default: random)."""
     resizable = resizable_io(model, resize_io, cache=resize_cache)
     FoldShapeComputationsPass(symbolic_shapes(model))(model)
     shapes_in = resolve_input_shapes(model, input_shapes)
-    shapes = static_shapes(model, shapes_in)
+    if feeds is not None and not input_shapes:
+        shapes_in = {k: tuple(np.shape(v)) for k, v in feeds.items()}
+    shapes = static_shapes(model, shapes_in, feeds)
     return analyze_channels(model, shapes, ignore, resizable), shapes_in, shapes
 
 
@@ -78,18 +82,22 @@ def prune(
     kind_ratios: dict[str, float] | None = None,
     resize_io=(),
     resize_cache: bool = True,
+    sample_feeds: dict | None = None,
 ) -> PruneResult:
     """Prune channel groups of a model; see the module docstring for the stages.
 
     `resize_io` names graph inputs/outputs allowed to shrink (e.g. a hidden-state
     output); a KV cache shrinks with its heads unless `resize_cache` is False. The
-    report's "interface" lists every changed input/output and the indices kept."""
+    report's "interface" lists every changed input/output and the indices kept.
+    `sample_feeds` (input name -> array) replaces the random inputs used to measure
+    shapes and to verify, for models whose inputs must agree with each other (sequence
+    lengths, cache lengths)."""
     original = source if isinstance(source, ir.Model) else load_model(source)
     model = _working_copy(source)
     if plan is not None and not resize_io:
         # A plan made with resized outputs needs them resizable again to apply.
         resize_io = tuple(plan.meta.get("resize_io", ()))
-    an, shapes_in, shapes = analyze(model, input_shapes, ignore, resize_io, resize_cache)
+    an, shapes_in, shapes = analyze(model, input_shapes, ignore, resize_io, resize_cache, sample_feeds)
     before = model_cost(model, shapes)
     scores, used = class_scores(an, criterion)
     if plan is not None:
@@ -108,15 +116,19 @@ def prune(
     new_plan = PruningPlan.from_removed(an, removed, **settings)
     group_rows = _group_rows(an, removed, used)
     interface = [{k: v for k, v in c.items() if k != "value"} for c in interface_changes(an, removed)]
+    pruned_feeds = None if sample_feeds is None else take_kept(sample_feeds, interface, "input")
     rewrite = ir.passes.Sequential(
         SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), InferValueShapesPass()
     )
     rewrite(model)
     verification = None
     if verify:
-        result = verify_model(original, model, shapes_in, resized={c["name"] for c in interface})
+        result = verify_model(
+            original, model, shapes_in, resized={c["name"] for c in interface},
+            feeds=sample_feeds, pruned_feeds=pruned_feeds,
+        )
         verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, _resized_inputs(shapes_in, interface)))
+    after = model_cost(model, static_shapes(model, _resized_inputs(shapes_in, interface), pruned_feeds))
     report = {
         "settings": settings,
         "input_shapes": {k: list(v) for k, v in shapes_in.items()},
@@ -137,6 +149,17 @@ def prune(
         "verification": verification,
     }
     return PruneResult(model=model, plan=new_plan, report=report)
+
+
+def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
+    """Arrays for the original interface cut to the pruned one (e.g. a KV cache the
+    caller holds), using the kept indices the report lists per changed axis."""
+    out = dict(arrays)
+    for change in interface:
+        if change["direction"] == direction and change["name"] in out:
+            for axis, kept in change["kept"].items():
+                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
+    return out
 
 
 def _resized_inputs(shapes_in: dict, interface: list[dict]) -> dict:

@@ -62,6 +62,8 @@ def verify_model(
     seed: int = 0,
     raise_on_failure: bool = True,
     resized: Collection[str] = (),
+    feeds: Mapping[str, np.ndarray] | None = None,
+    pruned_feeds: Mapping[str, np.ndarray] | None = None,
 ) -> VerifyResult:
     """Check `pruned` against `original`; raise OnnxPruneError when not ok (by default).
 
@@ -71,6 +73,8 @@ def verify_model(
     shapes. Inputs and outputs named in `resized` (a pruned KV cache, outputs the user
     allowed to shrink) must keep name, dtype, rank and symbolic dims; their static dims
     may differ, and the pruned model is fed inputs of its own declared sizes.
+    `feeds` replaces the random inputs (for models that need consistent ones, e.g.
+    sequence lengths); `pruned_feeds` then gives the pruned model's (default: the same).
     Neither model is modified.
     """
     problems: list[str] = []
@@ -86,7 +90,7 @@ def verify_model(
     problems.extend(interface)
     outputs: list[OutputComparison] = []
     if not interface:
-        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed, resized)
+        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed, resized, feeds, pruned_feeds)
         problems.extend(run_problems)
     ok = not problems
     message = "ok" if ok else "; ".join(problems)
@@ -139,18 +143,13 @@ def _interface_problems(original: ir.Model, pruned: ir.Model, resized=frozenset(
     return problems
 
 
-def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset()):
-    shapes = resolve_input_shapes(original, input_shapes)
-    feeds = make_sample_inputs(original, shapes, seed=seed)
-    pruned_feeds = feeds
-    if resized:
-        pruned_shapes = dict(shapes)
-        for value in graph_inputs(pruned):
-            if value.name in resized and value.name in shapes:
-                pruned_shapes[value.name] = tuple(
-                    d if isinstance(d, int) else s for d, s in zip(value.shape, shapes[value.name])
-                )
-        pruned_feeds = make_sample_inputs(pruned, pruned_shapes, seed=seed)
+def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset(), feeds=None, pruned_feeds=None):
+    if feeds is None:
+        shapes = resolve_input_shapes(original, input_shapes)
+        feeds = make_sample_inputs(original, shapes, seed=seed)
+        pruned_feeds = _own_sized_feeds(pruned, shapes, seed, resized) if resized else feeds
+    elif pruned_feeds is None:
+        pruned_feeds = feeds
     results = {}
     for label, model, data in (("original", original, feeds), ("pruned", pruned, pruned_feeds)):
         try:
@@ -184,6 +183,17 @@ def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset()):
             row.rel_diff = row.max_abs_diff / max(float(np.abs(before).max()), 1e-12)
         comparisons.append(row)
     return comparisons, problems
+
+
+def _own_sized_feeds(pruned, shapes, seed, resized):
+    """Random feeds for the pruned model: resized inputs at their new declared sizes."""
+    pruned_shapes = dict(shapes)
+    for value in graph_inputs(pruned):
+        if value.name in resized and value.name in shapes:
+            pruned_shapes[value.name] = tuple(
+                d if isinstance(d, int) else s for d, s in zip(value.shape, shapes[value.name])
+            )
+    return make_sample_inputs(pruned, pruned_shapes, seed=seed)
 
 
 def _dtype(value: ir.Value) -> str | None:

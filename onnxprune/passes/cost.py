@@ -7,11 +7,14 @@ rules price a model as it is (`static_shapes`) or as a pruning plan would leave 
 Two numbers per node, kept apart on purpose:
 
 ``macs`` -- the convention of the pruning papers ("BN, ReLU, Add ignored"), counted
-  only for Conv, ConvTranspose, Gemm and MatMul; biases are not counted:
+  only for Conv, ConvTranspose, Gemm, MatMul and fused attention; biases are not counted:
     Conv           N·H_out·W_out·(C_in/g)·C_out·∏k   (any spatial rank)
     ConvTranspose  N·H_in·W_in·C_in·(C_out/g)·∏k
     Gemm           M·N·K
     MatMul         batch·M·N·K, batch dims broadcast, 1-D operands promoted per spec
+    Attention      (ONNX, com.microsoft MultiHead/GroupQuery) batch·S·T·(q features +
+                   output features): the q·kᵀ and softmax·V products, T = keys incl. cache;
+                   com.microsoft Attention adds its packed projection batch·S·hidden·(q+k+v)
   CIFAR ResNet-56 (1x1-conv projection shortcuts) = 125.75 M MACs under it.
 
 ``other_ops`` -- everything else that computes, as a per-element count:
@@ -19,7 +22,9 @@ Two numbers per node, kept apart on purpose:
     BatchNormalization                                  2 × output elements
         (inference form: a folded scale and shift)
     Instance/Layer/GroupNormalization                   5 × output elements
-        (mean, variance, normalise, scale, shift)
+        (mean, variance, normalise, scale, shift); RMSNormalization 4;
+        com.microsoft Skip(Simplified)LayerNormalization 6 (5), EmbedLayerNormalization 7,
+        bias-activations (BiasGelu, FastGelu, BiasAdd) 2, QuickGelu/Gelu 1
     Softmax, LogSoftmax                                 3 × output elements (exp, sum, divide)
     MaxPool, AveragePool, LpPool                        output elements × ∏kernel_shape
     GlobalAverage/Max/LpPool, Reduce*                   input elements
@@ -175,6 +180,56 @@ def _free(node, shape_of):
     return 0, 0
 
 
+def _past_len(node, shape_of, index: int, axis: int) -> int:
+    """Cached positions a fused attention adds to the keys (0 without a cache input)."""
+    past = _input(node, index)
+    return _need(shape_of, past)[axis] if past is not None else 0
+
+
+def _scores_and_mix(batch: int, s: int, t: int, q_feats: int, y_feats: int) -> int:
+    # q·kᵀ costs S·T·head_size per head (summed over heads: the query features), and
+    # the softmax-weighted sum of values S·T·head_size_v per head (the output features).
+    return batch * s * t * (q_feats + y_feats)
+
+
+def _ms_attention(node, shape_of):
+    """com.microsoft Attention: the packed QKV projection, then attention per head."""
+    x = _need(shape_of, node.inputs[0])
+    w = _need(shape_of, node.inputs[1])
+    sizes = node.attributes.get_ints("qkv_hidden_sizes", None) or (1, 1, 1)
+    q_feats, v_feats = (w[1] * sizes[0] // sum(sizes), w[1] * sizes[2] // sum(sizes))
+    batch, s = x[0], x[1]
+    t = s + _past_len(node, shape_of, 4, 3)
+    return batch * s * x[2] * w[1] + _scores_and_mix(batch, s, t, q_feats, v_feats), 0
+
+
+def _ms_multi_head_attention(node, shape_of):
+    q = _need(shape_of, node.inputs[0])
+    y = _need(shape_of, node.outputs[0])
+    key = _need(shape_of, node.inputs[1])
+    t = (key[1] if len(key) == 3 else key[2]) + _past_len(node, shape_of, 6, 2)
+    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
+
+
+def _ms_group_query_attention(node, shape_of):
+    q = _need(shape_of, node.inputs[0])
+    y = _need(shape_of, node.outputs[0])
+    # With a cache the keys are past + new (a shared buffer over-counts: an upper bound).
+    t = q[1] + _past_len(node, shape_of, 3, 2)
+    return _scores_and_mix(q[0], q[1], t, y[2], y[2]), 0
+
+
+def _onnx_attention(node, shape_of):
+    q = _need(shape_of, node.inputs[0])
+    key = _need(shape_of, node.inputs[1])
+    y = _need(shape_of, node.outputs[0])
+    if len(q) == 4:  # [batch, heads, seq, head_size]
+        t = key[2] + _past_len(node, shape_of, 4, 2)
+        return _scores_and_mix(q[0], q[2], t, q[1] * q[3], y[1] * y[3]), 0
+    t = key[1] + _past_len(node, shape_of, 4, 2)
+    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
+
+
 _ELEMENTWISE = (
     "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Mean", "Sum", "Where",
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid",
@@ -212,6 +267,25 @@ COST_RULES: dict[str, Callable[[ir.Node, ShapeOf], tuple[int, int]]] = {
     **{op: _per_output_element(1) for op in _ELEMENTWISE},
     **{op: _per_input_element for op in _REDUCTIONS},
     **{op: _free for op in _DATA_MOVEMENT},
+    "Attention": _onnx_attention,
+    "RMSNormalization": _per_output_element(4),
+}
+
+# Ops outside the standard domain, by (domain, op_type). The fused attention ops count
+# their projections (com.microsoft Attention only: the others take projected inputs)
+# and the two per-head products as MACs; fused norms and bias-activations as other ops.
+DOMAIN_COST_RULES: dict[tuple[str, str], Callable[[ir.Node, ShapeOf], tuple[int, int]]] = {
+    ("com.microsoft", "Attention"): _ms_attention,
+    ("com.microsoft", "MultiHeadAttention"): _ms_multi_head_attention,
+    ("com.microsoft", "GroupQueryAttention"): _ms_group_query_attention,
+    ("com.microsoft", "SkipLayerNormalization"): _per_output_element(6),
+    ("com.microsoft", "SkipSimplifiedLayerNormalization"): _per_output_element(5),
+    ("com.microsoft", "EmbedLayerNormalization"): _per_output_element(7),
+    ("com.microsoft", "BiasGelu"): _per_output_element(2),
+    ("com.microsoft", "FastGelu"): _per_output_element(2),
+    ("com.microsoft", "BiasAdd"): _per_output_element(2),
+    ("com.microsoft", "QuickGelu"): _per_output_element(1),
+    ("com.microsoft", "Gelu"): _per_output_element(1),
 }
 
 
@@ -222,7 +296,10 @@ def node_cost(node: ir.Node, shape_of: ShapeOf) -> NodeCost:
     counted where their shapes are known) and `note` says why.
     """
     params = sum(_numel(v, shape_of) or 0 for v in _unique(node.inputs) if is_parameter(v))
-    rule = COST_RULES.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
+    if node.domain in _STANDARD_DOMAINS:
+        rule = COST_RULES.get(node.op_type)
+    else:
+        rule = DOMAIN_COST_RULES.get((node.domain, node.op_type))
     if rule is None:
         where = f"{node.domain}::" if node.domain else ""
         return NodeCost(params=params, note=f"no cost rule for {where}{node.op_type}")
@@ -312,14 +389,18 @@ def _shape_lookup(model: ir.Model, shapes) -> ShapeOf:
 # --------------------------------------------------------------------------- shapes
 
 
-def static_shapes(model: ir.Model, input_shapes: Mapping[str, Shape] | None = None) -> dict[str, Shape]:
+def static_shapes(
+    model: ir.Model, input_shapes: Mapping[str, Shape] | None = None, feeds: Mapping | None = None
+) -> dict[str, Shape]:
     """Concrete shape of every tensor value in the top-level graph, by value name.
 
     Graph inputs get `resolve_input_shapes(model, input_shapes)`; ONNX shape inference
     (strict_mode=False, data_prop=True) runs on a copy that carries large initializers
     as typed inputs rather than data, so no weight is serialised. Values it leaves
     without a fully static shape are measured by running ONNX Runtime once with them as
-    extra outputs. Values whose shape is still unknown are absent. Does not modify `model`.
+    extra outputs, on `feeds` when given (models whose inputs must agree, e.g. sequence
+    lengths), random inputs otherwise. Values whose shape is still unknown are absent.
+    Does not modify `model`.
     """
     concrete = resolve_input_shapes(model, input_shapes)
     proto = _shape_inference_proto(model, concrete)
@@ -336,7 +417,7 @@ def static_shapes(model: ir.Model, input_shapes: Mapping[str, Shape] | None = No
         v.name for node in model.graph for v in node.outputs if v is not None and v.name and v.name not in shapes
     ]
     if missing:
-        shapes.update(_measured_shapes(model, concrete, missing))
+        shapes.update(_measured_shapes(model, concrete, missing, feeds))
     return shapes
 
 
@@ -436,7 +517,7 @@ def _static_dims(info: onnx.ValueInfoProto) -> Shape | None:
     return tuple(d.dim_value for d in dims)
 
 
-def _measured_shapes(model: ir.Model, concrete: Mapping[str, Shape], names: list[str]) -> dict[str, Shape]:
+def _measured_shapes(model: ir.Model, concrete: Mapping[str, Shape], names: list[str], feeds=None) -> dict[str, Shape]:
     """Shapes of `names` read from one ONNX Runtime run with them exposed as outputs.
 
     Used only where inference gave up (e.g. a Reshape fed by a computed shape). Works on
@@ -449,5 +530,5 @@ def _measured_shapes(model: ir.Model, concrete: Mapping[str, Shape], names: list
         existing = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
         onnx.save(proto, path)
-        arrays = run_session(ort_session(path), make_sample_inputs(model, concrete))
+        arrays = run_session(ort_session(path), feeds if feeds is not None else make_sample_inputs(model, concrete))
     return {name: tuple(a.shape) for name, a in arrays.items() if name in names and hasattr(a, "shape")}

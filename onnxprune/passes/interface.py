@@ -7,8 +7,9 @@ keys or values; when heads are removed, both must shrink together, and a caller 
 allocate the cache at the new size (the report lists the change). Users may name more
 values (e.g. a hidden-state output) to allow them to shrink as well.
 
-What this does not do: recognise caches that are updated in place by a fused op whose
-past and present are one buffer (ORT GroupQueryAttention with shared buffers).
+What this does not do: follow a cache through ops between the graph input and the
+attention that reads it (a Cast, a Transpose): such caches stay fixed, and so do their
+heads.
 """
 
 from __future__ import annotations
@@ -18,11 +19,28 @@ import onnx_ir as ir
 from onnxprune.errors import OnnxPruneError
 
 
+# Fused attention ops that carry a cache: (past input index, present output index).
+_CACHE_SLOTS = {
+    ("com.microsoft", "GroupQueryAttention"): ((3, 1), (4, 2)),
+    ("com.microsoft", "MultiHeadAttention"): ((6, 1), (7, 2)),
+    ("", "Attention"): ((4, 1), (5, 2)),
+}
+
+
 def kv_cache_io(model: ir.Model) -> set[str]:
-    """Names of cache pairs: a graph output made by Concat of a graph input (past → present)."""
+    """Names of cache pairs: a graph output made by Concat of a graph input (past →
+    present), or a fused attention's past input and present output when both are graph
+    inputs/outputs."""
     graph = model.graph
     inputs = {v.name for v in graph.inputs}
+    outputs = {v.name for v in graph.outputs}
     names: set[str] = set()
+    for node in graph:
+        for i, j in _CACHE_SLOTS.get((node.domain if node.domain != "ai.onnx" else "", node.op_type), ()):
+            past = node.inputs[i] if i < len(node.inputs) else None
+            present = node.outputs[j] if j < len(node.outputs) else None
+            if past is not None and present is not None and past.name in inputs and present.name in outputs:
+                names.update((past.name, present.name))
     for out in graph.outputs:
         node = out.producer()
         if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):

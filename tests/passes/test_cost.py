@@ -217,7 +217,7 @@ def test_static_shapes_falls_back_to_onnxruntime(monkeypatch):
     model = _model(COMPUTED_RESHAPE)
     asked = []
     real = cost._measured_shapes
-    monkeypatch.setattr(cost, "_measured_shapes", lambda m, c, names: asked.append(names) or real(m, c, names))
+    monkeypatch.setattr(cost, "_measured_shapes", lambda m, c, names, feeds=None: asked.append(names) or real(m, c, names, feeds))
     shapes = static_shapes(model, {"x": (2, 3, 4, 4)})
     assert asked == [["z", "y"]]
     assert shapes["z"] == (2, 3, 4, 4) and shapes["y"] == (2, 48)

@@ -2,8 +2,9 @@
 graphs. Bias-activations are elementwise with a per-feature bias; SkipLayerNormalization
 is residual Add + bias + LayerNorm over the last axis (inexact over it, like LayerNorm).
 
-Attention, MultiHeadAttention, GroupQueryAttention and EmbedLayerNormalization have no
-rule yet: they fall to the default, which freezes every axis they touch with the reason.
+EmbedLayerNormalization sums word, position and segment embeddings and normalises the
+sum: the tables' feature axis is the hidden width (inexact, like LayerNorm). The fused
+attention ops are in `attention.py`.
 """
 
 from __future__ import annotations
@@ -39,3 +40,28 @@ def skip_layer_norm(ctx) -> None:
     ctx.set_out(0, out)
     if len(ctx.node.outputs) > 3 and ctx.node.outputs[3] is not None:
         ctx.set_out(3, out)  # input + skip + bias, before normalisation
+
+
+@register("EmbedLayerNormalization", domain=MS)
+def embed_layer_norm(ctx) -> None:
+    """Inputs: ids, segment ids, word / position / segment tables [rows, hidden], gamma,
+    beta, mask, position ids. Output 0 (and the optional embedding sum, output 2) is
+    [batch, seq, hidden]; output 1 is the mask index (no feature axis)."""
+    ids, word = ctx.in_dims(0), ctx.in_dims(2)
+    if ids is None or word is None or not ctx.is_const(2):
+        return default_rule(ctx, "embedding table is not a constant")
+    ctx.source(2, 1)
+    ctx.role(2, 1, "param")
+    hidden = word[1]
+    for i in (3, 4, 5, 6):
+        if ctx.input(i) is None:
+            continue
+        dims = ctx.in_dims(i)
+        hidden = ctx.tie(hidden, dims[-1], "embedding sum and its normalisation")
+        ctx.role(i, len(dims) - 1, "param")
+    ctx.inexact(hidden, "normalises over this axis: removing channels changes the statistics")
+    ctx.tag(hidden, "normalized")
+    out = list(ids) + [hidden]
+    ctx.set_out(0, out)
+    if len(ctx.node.outputs) > 2 and ctx.node.outputs[2] is not None:
+        ctx.set_out(2, out)
