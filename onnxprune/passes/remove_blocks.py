@@ -13,8 +13,8 @@ The result computes exactly what the original computes with the branch's output
 multiplied by 0.
 
 What it does not do: remove projection blocks or any block `find_blocks` reports as not
-removable (it raises `OnnxPruneError` instead, as for an unknown id), touch nodes that
-were already dead before it ran, re-infer shapes (removing an identity block changes no
+removable (it raises `OnnxPruneError` instead, as for an unknown id), touch dead code
+outside the removed branches (dead readers of branch values go with the branch), re-infer shapes (removing an identity block changes no
 shape), or renumber the blocks: ids refer to `find_blocks` on the model as it is when the
 pass starts, so run `find_blocks` again before a second pass.
 """
@@ -32,8 +32,8 @@ class RemoveBlocksPass(ir.passes.InPlacePass):
     """Remove the given blocks (ids or `Block`s of `find_blocks(model)`) from the model.
 
     A `Block` is matched by its Add (output name and node), so a list found on an equal
-    copy of the model works; an int by id. Every choice is checked before anything is changed: one
-    unknown or non-removable block refuses the whole pass.
+    copy of the model works; an int by id. Every choice is checked before anything is
+    changed: one unknown or non-removable block refuses the whole pass.
     """
 
     def __init__(self, blocks: Iterable[int | Block]):
