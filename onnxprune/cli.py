@@ -39,12 +39,28 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
     pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
     _interface_args(pr)
+    cka = pr.add_argument_group("CKA-guided methods (--method layers)")
+    cka.add_argument("--method", choices=("channels", "layers"), default="channels",
+                     help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA")
+    cka.add_argument("--calib", metavar="DATA", help="calibration data: .npy, .npz (by input name, or x), or an image folder")
+    cka.add_argument("--preprocess", metavar="SPEC", help="for an image folder, e.g. resize=32x32,mean=0.5,std=0.25,layout=NCHW")
+    cka.add_argument("--samples", type=int, metavar="N", help="calibration samples to use (default: all), chosen with --seed")
+    cka.add_argument("--batch-size", type=int, default=64, metavar="B", help="calibration batch size (default 64)")
+    cka.add_argument("--seed", type=int, default=0, help="seed for choosing calibration samples (default 0)")
+    cka.add_argument("--target-flops", type=float, metavar="R", help="stop once this fraction of MACs is removed")
+    cka.add_argument("--target-params", type=float, metavar="R", help="stop once this fraction of parameters is removed")
+    cka.add_argument("--target-blocks", type=int, metavar="N", help="stop after dropping N blocks")
+    cka.add_argument("--min-blocks-per-stage", type=int, default=2, metavar="N", help="blocks every stage keeps (default 2)")
+    cka.add_argument("--tap", action="append", default=[], metavar="VALUE",
+                     help="representation to compare (default: the classifier's input); repeatable")
+    cka.add_argument("--debiased", action="store_true", help="debiased CKA (default biased, as in the papers)")
 
     ins = sub.add_parser("inspect", help="show channel groups, frozen reasons and costs")
     ins.add_argument("model", help="input .onnx file")
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
     ins.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", help=shape_help)
     ins.add_argument("--no-nodes", action="store_true", help="omit the per-node cost table")
+    ins.add_argument("--blocks", action="store_true", help="list residual blocks (removable or why not) with their MACs")
     _interface_args(ins)
     return p
 
@@ -93,19 +109,22 @@ def _run_prune(args) -> int:
         from onnxprune.runtime.evaluate import load_labelled
 
         labelled = load_labelled(args.eval)
-    result = prune(
-        args.model,
-        ratio=args.ratio,
-        criterion=args.criterion,
-        global_ranking=args.global_ranking,
-        round_to=args.round_to,
-        ignore=tuple(args.ignore),
-        input_shapes=_shapes(args.input_shape),
-        plan=plan,
-        kind_ratios=kind_ratios,
-        resize_io=tuple(args.resize_io),
-        resize_cache=not args.keep_cache_shape,
-    )
+    if args.method == "layers":
+        result = _prune_layers(args)
+    else:
+        result = prune(
+            args.model,
+            ratio=args.ratio,
+            criterion=args.criterion,
+            global_ranking=args.global_ranking,
+            round_to=args.round_to,
+            ignore=tuple(args.ignore),
+            input_shapes=_shapes(args.input_shape),
+            plan=plan,
+            kind_ratios=kind_ratios,
+            resize_io=tuple(args.resize_io),
+            resize_cache=not args.keep_cache_shape,
+        )
     if labelled is not None:
         from onnxprune.compiler.model_io import load_model
         from onnxprune.runtime.evaluate import accuracy
@@ -121,13 +140,16 @@ def _run_prune(args) -> int:
     if args.report:
         write_json_atomic(args.report, {**result.report, "plan": result.plan.to_dict()})
     c = result.report["cost"]
-    g = result.report["groups"]
+    if args.method == "layers":
+        b = result.report["blocks"]
+        what = f"{b['dropped']} of {b['removable']} removable residual blocks dropped by CKA"
+    else:
+        g = result.report["groups"]
+        what = f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups"
     print(
         f"{args.model} -> {args.output}: MACs {human(c['before']['macs'])} -> {human(c['after']['macs'])} "
         f"(-{100 * c['macs_reduction']:.1f} %), params {human(c['before']['params'])} -> "
-        f"{human(c['after']['params'])} (-{100 * c['params_reduction']:.1f} %); "
-        f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups; "
-        "verified with ONNX Runtime"
+        f"{human(c['after']['params'])} (-{100 * c['params_reduction']:.1f} %); {what}; verified with ONNX Runtime"
     )
     for change in result.report["interface"]:
         print(
@@ -144,6 +166,30 @@ def _dims(shape: list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _prune_layers(args):
+    from onnxprune.compiler.layers import Target, prune_layers
+    from onnxprune.compiler.model_io import load_model
+    from onnxprune.runtime.calibration import load_calibration
+
+    if not args.calib:
+        raise OnnxPruneError("--method layers needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
+    if args.plan:
+        raise OnnxPruneError("--plan applies channel plans only: drop --plan, or use --method channels")
+    if args.min_blocks_per_stage < 0:
+        raise OnnxPruneError(f"--min-blocks-per-stage must be >= 0, got {args.min_blocks_per_stage}")
+    target = Target(flops=args.target_flops, params=args.target_params, blocks=args.target_blocks)
+    target.check()
+    shapes = _shapes(args.input_shape)
+    calib = load_calibration(
+        args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
+        seed=args.seed, preprocess=args.preprocess, input_shapes=shapes,
+    )
+    return prune_layers(
+        args.model, calib, target=target, min_per_stage=args.min_blocks_per_stage,
+        taps=args.tap or None, input_shapes=shapes, debiased=args.debiased,
+    )
+
+
 def _run_inspect(args) -> int:
     from onnxprune.compiler.pipeline import inspect
     from onnxprune.tools.inspect_text import render
@@ -152,11 +198,31 @@ def _run_inspect(args) -> int:
         args.model, input_shapes=_shapes(args.input_shape),
         resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
     )
+    if args.blocks:
+        info["blocks"] = _blocks_info(args)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
         print(render(info, show_nodes=not args.no_nodes))
+        if args.blocks:
+            print()
+            print(args._blocks_text)
     return 0
+
+
+def _blocks_info(args) -> list[dict]:
+    from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+    from onnxprune.passes.blocks import block_macs, find_blocks
+    from onnxprune.passes.cost import model_cost, static_shapes
+    from onnxprune.tools.inspect_blocks import blocks_json, render_blocks
+
+    model = load_model(args.model)
+    shapes = static_shapes(model, resolve_input_shapes(model, _shapes(args.input_shape)))
+    blocks = find_blocks(model, shapes)
+    costs = block_macs(model, blocks, shapes)
+    total = model_cost(model, shapes).total_macs
+    args._blocks_text = render_blocks(blocks, costs, total_macs=total)
+    return blocks_json(blocks, costs, total_macs=total)
 
 
 def main(argv: list[str] | None = None) -> int:
