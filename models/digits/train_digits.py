@@ -1,7 +1,9 @@
-"""Train the bundled demo model: a small residual CNN on scikit-learn's 8x8 digits.
+"""Train the bundled demo models: residual CNNs on scikit-learn's 8x8 digits.
 
-    python models/digits/train_digits.py                 # default: digits_resnet.onnx (depth 20)
-    python models/digits/train_digits.py --depth 56      # -> digits_resnet56.onnx (not committed yet)
+    python models/digits/train_digits.py                             # digits_resnet.onnx (depth 20) + splits
+    python models/digits/train_digits.py --depth 56 --threads 1      # digits_resnet56.onnx / .pt / _meta.json
+    python models/digits/train_digits.py --depth 110 --threads 1     # digits_resnet110.onnx / .pt / _meta.json
+    python models/digits/train_digits.py --out-dir /tmp/d            # write elsewhere (e.g. to compare sha256)
 
 Data: sklearn.datasets.load_digits() (1797 samples of 8x8, values 0..16, ships with
 scikit-learn), scaled to [0, 1], shape [N, 1, 8, 8] float32. Fixed seed, stratified split:
@@ -12,12 +14,25 @@ only for reporting accuracy.
 Architecture: the CIFAR ResNet-(6n+2) of models/zoo.py with 1 input channel, stem
 1->32, stages 32/32/64 of n basic blocks each (identity shortcuts everywhere except the
 first block of stage 3: 1x1 conv + BN projection, stride 2, 8x8 -> 4x4), GAP, Linear(64, 10).
-The depth argument (20, 56, 110, ...) gives the deeper variants.
+The depth argument (20, 56, 110, ...) gives the deeper variants. Training: Adam, one-cycle
+lr 3e-3, batch 64, +-1 px shifts, 40 epochs for every depth (DEFAULT_EPOCHS).
 
-Outputs (next to this file): <name>.onnx (TorchScript exporter, opset 17, dynamic batch,
-input "input" [N,1,8,8], output "logits" [N,10]), digits_calib.npz and digits_test.npz
-(x float32 [N,1,8,8], y int64 [N]), digits_meta.json / <name>_meta.json (accuracy measured on the exported
-ONNX with onnxruntime) -- digits_meta.json for the default model.
+Outputs (next to this file, or --out-dir): <name>.onnx (TorchScript exporter, opset 17,
+dynamic batch, input "input" [N,1,8,8], output "logits" [N,10]); <name>_meta.json
+(digits_meta.json for the default model: accuracy measured on the exported ONNX with
+onnxruntime, sha256, training seconds/epochs/seed/torch version); for every model except
+the default one also <name>.pt, the plain state_dict (torch.save) whose sha256 and size
+are in the meta. digits_calib.npz / digits_test.npz (x float32 [N,1,8,8], y int64 [N]) are
+written only for the default model; other runs check the existing files match the splits
+(np.savez stamps the current time, so rewriting would change the committed bytes).
+
+Results are bit-reproducible for a given thread count (--threads; the committed ResNet-20
+used 2, the ResNet-56/110 used 1: float reductions differ between thread counts).
+
+Importable, without training or side effects (the data/model code lives in digits_data.py):
+
+    from models.digits.train_digits import load_splits, build_digits_resnet   # repo root on sys.path
+    from models.digits.digits_data import load_splits, build_digits_resnet, load_trained
 """
 from __future__ import annotations
 
@@ -35,35 +50,17 @@ import onnxruntime as ort
 import sklearn
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from zoo import CifarResNet  # noqa: E402
+try:  # imported as models.digits.train_digits (repo root on sys.path)
+    from models.digits.digits_data import (HERE, N_CALIB, N_TEST, SEED, STRIDES, WIDTHS,  # noqa: F401
+                                           build_digits_resnet, load_splits, load_trained, model_name)
+except ImportError:  # run as a script: this directory is sys.path[0]
+    from digits_data import (HERE, N_CALIB, N_TEST, SEED, STRIDES, WIDTHS,  # noqa: F401
+                             build_digits_resnet, load_splits, load_trained, model_name)
 
-SEED = 0
-N_TEST = 360
-N_CALIB = 256
-WIDTHS = (32, 32, 64)
-STRIDES = (1, 1, 2)
 OPSET = 17
-
-
-def build_digits_resnet(depth: int = 20) -> CifarResNet:
-    """ResNet-(6n+2) for 1x8x8 digits: stem 1->32, stages 32/32/64 (n blocks each), one downsampling."""
-    return CifarResNet(depth, num_classes=10, widths=WIDTHS, in_channels=1, stem_width=WIDTHS[0], strides=STRIDES)
-
-
-def load_splits(seed: int = SEED):
-    """Return dict of (x, y) for train / calib / test; deterministic for the seed."""
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = d.target.astype(np.int64)
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=N_TEST, stratify=y, random_state=seed)
-    x_train, x_calib, y_train, y_calib = train_test_split(x_rest, y_rest, test_size=N_CALIB, stratify=y_rest,
-                                                          random_state=seed)
-    return {"train": (x_train, y_train), "calib": (x_calib, y_calib), "test": (x_test, y_test)}
+# Default epochs per depth (lr schedule is the same one-cycle for all); --epochs overrides.
+DEFAULT_EPOCHS = {20: 40, 56: 40, 110: 40}
 
 
 def _shift(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -143,15 +140,33 @@ def count_macs(model, shape=(1, 1, 8, 8)) -> int:
     return total[0]
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--depth", type=int, default=20, help="6n+2: 20 (default, committed), 56, 110, ...")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--depth", type=int, default=20, help="6n+2: 20 (default), 56, 110, ...")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help=f"default per depth {DEFAULT_EPOCHS}, 40 for other depths")
     ap.add_argument("--name", default=None, help="output stem; default digits_resnet (depth 20) or digits_resnet<depth>")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out-dir", default=HERE, help="where to write (default: next to this script)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; see docstring)")
     ap.add_argument("--min-acc", type=float, default=0.95)
+    ap.add_argument("--save-pt", action=argparse.BooleanOptionalAction, default=None,
+                    help="also torch.save the state_dict as <name>.pt (default: yes except for digits_resnet)")
+    ap.add_argument("--write-splits", action=argparse.BooleanOptionalAction, default=None,
+                    help="(re)write digits_calib.npz / digits_test.npz (default: only for digits_resnet; "
+                         "otherwise the existing files are checked against the splits)")
     args = ap.parse_args(argv)
-    name = args.name or ("digits_resnet" if args.depth == 20 else f"digits_resnet{args.depth}")
+    name = args.name or model_name(args.depth)
+    default_model = name == "digits_resnet"
+    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS.get(args.depth, 40)
+    save_pt = (not default_model) if args.save_pt is None else args.save_pt
+    write_splits = default_model if args.write_splits is None else args.write_splits
+    out = args.out_dir
+    os.makedirs(out, exist_ok=True)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
@@ -159,21 +174,36 @@ def main(argv=None) -> int:
     splits = load_splits(SEED)
     for split in ("calib", "test"):
         xs, ys = splits[split]
-        np.savez(os.path.join(HERE, f"digits_{split}.npz"), x=xs, y=ys)
+        split_path = os.path.join(out, f"digits_{split}.npz")
+        if write_splits or not os.path.exists(split_path):
+            np.savez(split_path, x=xs, y=ys)
+        else:  # np.savez stamps the zip with the current time: do not rewrite identical data
+            with np.load(split_path) as d:
+                if not (np.array_equal(d["x"], xs) and np.array_equal(d["y"], ys)):
+                    print(f"{split_path} does not match the splits; rerun with --write-splits", file=sys.stderr)
+                    return 1
 
     model = build_digits_resnet(args.depth)
     t0 = time.time()
-    train(model, splits, args.epochs)
+    train(model, splits, epochs)
     train_s = time.time() - t0
 
-    path = os.path.join(HERE, f"{name}.onnx")
+    path = os.path.join(out, f"{name}.onnx")
     export(model, path)
+    pt_file = None
+    if save_pt:
+        pt_file = os.path.join(out, f"{name}.pt")
+        torch.save(model.state_dict(), pt_file)
+        reloaded = load_trained(args.depth, pt_file)
+        with torch.no_grad():
+            xt = torch.from_numpy(splits["test"][0])
+            assert torch.equal(reloaded(xt), model(xt)), "state_dict round trip changed the outputs"
     acc = {k: accuracy_onnx(path, *splits[k]) for k in ("train", "calib", "test")}
     torch_test = accuracy_torch(model, *splits["test"])
     n_blocks = (args.depth - 2) // 6
     meta = {
         "file": os.path.basename(path),
-        "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+        "sha256": _sha256(path),
         "test_accuracy": acc["test"],
         "calib_accuracy": acc["calib"],
         "train_accuracy": acc["train"],
@@ -197,16 +227,30 @@ def main(argv=None) -> int:
         },
         "export": {"exporter": "torchscript (dynamo=False)", "opset": OPSET, "input": "input [batch,1,8,8]",
                    "output": "logits [batch,10]"},
-        "training": {"optimizer": "Adam(lr=3e-3 one-cycle, weight_decay=1e-4)", "epochs": args.epochs,
+        "training": {"optimizer": "Adam(lr=3e-3 one-cycle, weight_decay=1e-4)", "epochs": epochs,
                      "batch": 64, "augmentation": "random +-1 px shift", "threads": args.threads,
                      "seconds": round(train_s, 1), "torch": torch.__version__.split("+")[0]},
     }
-    meta_name = "digits_meta.json" if name == "digits_resnet" else f"{name}_meta.json"
-    with open(os.path.join(HERE, meta_name), "w") as f:
+    if pt_file:  # new keys only when a .pt is written: digits_meta.json keeps its original layout
+        meta["file_size"] = os.path.getsize(path)
+        meta["pytorch"] = {
+            "file": os.path.basename(pt_file),
+            "sha256": _sha256(pt_file),
+            "file_size": os.path.getsize(pt_file),
+            "format": "torch.save(model.state_dict()); load with models/digits/digits_data.py load_trained(depth) "
+                      "or build_digits_resnet(depth).load_state_dict(torch.load(path, weights_only=True))",
+            "state_dict_tensors": len(model.state_dict()),
+            "torch": torch.__version__.split("+")[0],
+        }
+        meta["regenerate"] = (f"python models/digits/train_digits.py --depth {args.depth} --threads {args.threads}"
+                              + (f" --epochs {epochs}" if args.epochs is not None else ""))
+    meta_name = "digits_meta.json" if default_model else f"{name}_meta.json"
+    with open(os.path.join(out, meta_name), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
     print(json.dumps({k: meta[k] for k in ("file", "test_accuracy", "calib_accuracy", "splits")}))
-    print(f"trained in {train_s:.1f}s; {os.path.getsize(path) / 1e6:.2f} MB")
+    print(f"trained in {train_s:.1f}s; {os.path.getsize(path) / 1e6:.2f} MB"
+          + (f" (+ {os.path.getsize(pt_file) / 1e6:.2f} MB .pt)" if pt_file else ""))
     if acc["test"] < args.min_acc:
         print(f"test accuracy {acc['test']:.4f} < {args.min_acc}", file=sys.stderr)
         return 1
