@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     for kind, what in (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
                        ("channels", "conv channels and MLP neurons")):
         pr.add_argument(f"--{kind}", type=float, metavar="R", help=f"ratio for {what} (default: --ratio)")
-    pr.add_argument("--criterion", choices=("l1", "l2", "bn"), default="l1", help="importance criterion (default l1)")
+    pr.add_argument("--criterion", choices=("l1", "l2", "bn", "activation"), default="l1",
+                    help="importance criterion (default l1; activation: mean |activation| on --calib, everything only)")
     pr.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels across all groups at once")
     pr.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels per group")
     pr.add_argument("--ignore", nargs="+", default=[], metavar="NODE", help="node names whose channels stay")
@@ -40,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
     _interface_args(pr)
     cka = pr.add_argument_group("CKA-guided methods (--method layers)")
-    cka.add_argument("--method", choices=("channels", "layers"), default="channels",
-                     help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA")
+    cka.add_argument("--method", choices=("channels", "layers", "everything"), default="channels",
+                     help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA; "
+                          "everything: each iteration, a block or the same MACs of channels, whichever keeps CKA higher")
     cka.add_argument("--calib", metavar="DATA", help="calibration data: .npy, .npz (by input name, or x), or an image folder")
     cka.add_argument("--preprocess", metavar="SPEC", help="for an image folder, e.g. resize=32x32,mean=0.5,std=0.25,layout=NCHW")
     cka.add_argument("--samples", type=int, metavar="N", help="calibration samples to use (default: all), chosen with --seed")
@@ -54,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     cka.add_argument("--tap", action="append", default=[], metavar="VALUE",
                      help="representation to compare (default: the classifier's input); repeatable")
     cka.add_argument("--debiased", action="store_true", help="debiased CKA (default biased, as in the papers)")
+    cka.add_argument("--target-latency", type=float, metavar="R",
+                     help="everything: stop once ONNX Runtime latency (batch 1) fell by this fraction")
+    cka.add_argument("--scope", choices=("internal", "all"), default="internal",
+                     help="everything: neuron candidates from block-internal groups only (default, as in the paper) or all")
+    cka.add_argument("--arbiter", choices=("cka", "layers", "neurons", "random"), default="cka",
+                     help="everything: how to choose between the two candidates (default cka; others are baselines)")
+    cka.add_argument("--fine-tune", metavar="FILE.py:FUNC",
+                     help="everything: call FUNC(model) -> model after every iteration and at the end")
+    cka.add_argument("--plot", metavar="PNG", help="write CKA and MACs against iteration (needs matplotlib)")
 
     ins = sub.add_parser("inspect", help="show channel groups, frozen reasons and costs")
     ins.add_argument("model", help="input .onnx file")
@@ -109,9 +120,11 @@ def _run_prune(args) -> int:
         from onnxprune.runtime.evaluate import load_labelled
 
         labelled = load_labelled(args.eval)
-    if args.method == "layers":
-        result = _prune_layers(args)
+    if args.method in ("layers", "everything"):
+        result = _prune_cka(args)
     else:
+        if args.criterion == "activation":
+            raise OnnxPruneError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
         result = prune(
             args.model,
             ratio=args.ratio,
@@ -143,6 +156,9 @@ def _run_prune(args) -> int:
     if args.method == "layers":
         b = result.report["blocks"]
         what = f"{b['dropped']} of {b['removable']} removable residual blocks dropped by CKA"
+    elif args.method == "everything":
+        ch = result.report["chosen"]
+        what = f"{ch['layers'] + ch['neurons']} iterations: {ch['layers']} blocks dropped, {ch['neurons']} channel steps"
     else:
         g = result.report["groups"]
         what = f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups"
@@ -156,6 +172,12 @@ def _run_prune(args) -> int:
             f"{change['direction']} '{change['name']}' changes shape "
             f"{_dims(change['shape_before'])} -> {_dims(change['shape_after'])}: callers must follow"
         )
+    lat = result.report.get("latency")
+    if lat:
+        print(
+            f"ONNX Runtime latency (batch 1, 1 thread): {1e3 * lat['before_s']:.3f} ms -> {1e3 * lat['after_s']:.3f} ms "
+            f"({lat['speedup']:.2f}x)"
+        )
     if labelled is not None:
         acc = result.report["accuracy"]
         print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
@@ -166,28 +188,72 @@ def _dims(shape: list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _prune_layers(args):
+def _prune_cka(args):
+    from onnxprune.compiler.everything import prune_everything
     from onnxprune.compiler.layers import Target, prune_layers
     from onnxprune.compiler.model_io import load_model
     from onnxprune.runtime.calibration import load_calibration
 
     if not args.calib:
-        raise OnnxPruneError("--method layers needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
+        raise OnnxPruneError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
     if args.plan:
         raise OnnxPruneError("--plan applies channel plans only: drop --plan, or use --method channels")
     if args.min_blocks_per_stage < 0:
         raise OnnxPruneError(f"--min-blocks-per-stage must be >= 0, got {args.min_blocks_per_stage}")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        raise OnnxPruneError(f"--plot: directory {os.path.dirname(os.path.abspath(args.plot))} does not exist: create it first")
     target = Target(flops=args.target_flops, params=args.target_params, blocks=args.target_blocks)
-    target.check()
+    if args.method == "layers" or args.target_latency is None:
+        target.check()
+    fine_tune = _load_hook(args.fine_tune) if args.fine_tune else None
     shapes = _shapes(args.input_shape)
     calib = load_calibration(
         args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
         seed=args.seed, preprocess=args.preprocess, input_shapes=shapes,
     )
-    return prune_layers(
-        args.model, calib, target=target, min_per_stage=args.min_blocks_per_stage,
-        taps=args.tap or None, input_shapes=shapes, debiased=args.debiased,
-    )
+    if args.method == "layers":
+        result = prune_layers(
+            args.model, calib, target=target, min_per_stage=args.min_blocks_per_stage,
+            taps=args.tap or None, input_shapes=shapes, debiased=args.debiased,
+        )
+    else:
+        result = prune_everything(
+            args.model, calib, target=target, criterion=args.criterion, arbiter=args.arbiter, scope=args.scope,
+            min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, input_shapes=shapes,
+            fine_tune=fine_tune, latency_target=args.target_latency, seed=args.seed, debiased=args.debiased,
+        )
+    if args.plot:
+        from onnxprune.tools.plot_run import plot_run
+
+        plot_run(result.report, args.plot)
+    return result
+
+
+def _load_hook(spec: str):
+    """FILE.py:FUNC or package.module:FUNC -> the function."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise OnnxPruneError(f"--fine-tune wants FILE.py:FUNC or module:FUNC, got {spec!r}")
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise OnnxPruneError(f"--fine-tune: no file {where}")
+            loaded = importlib.util.spec_from_file_location("onnxprune_fine_tune", where)
+            module = importlib.util.module_from_spec(loaded)
+            loaded.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except OnnxPruneError:
+        raise
+    except Exception as err:  # the user's code: say where it failed, in one line
+        raise OnnxPruneError(f"--fine-tune: could not load {where}: {type(err).__name__}: {err}") from err
+    hook = getattr(module, name, None)
+    if not callable(hook):
+        raise OnnxPruneError(f"--fine-tune: {where} has no function {name!r}")
+    return hook
 
 
 def _run_inspect(args) -> int:

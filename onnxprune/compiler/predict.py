@@ -71,13 +71,21 @@ class Predictor:
     def total_macs(self) -> int:
         return sum(self.node_macs(i) for i in range(len(self.an.nodes)))
 
-    def total_params(self) -> int:
+    def total_params(self, exclude: set[int] = frozenset()) -> int:
+        """Parameters left; constants read only by the nodes (indices) in `exclude` — a
+        dropped block's branch — are not counted."""
         graph = self.an.graph
         constants = list(graph.initializers.values())
         constants += [n.outputs[0] for n in graph if n.op_type == "Constant"]
+        excluded = {id(self.an.nodes[i]) for i in exclude}
         total = 0
         for value in constants:
             if not is_parameter(value):
+                continue
+            if excluded and value.uses() and all(id(u.node) in excluded for u in value.uses()):
+                continue
+            producer = value.producer()
+            if excluded and producer is not None and id(producer) in excluded:
                 continue
             shape = self.an.shape_of(value)
             plan = self.slicings.get(value)

@@ -1,0 +1,150 @@
+"""Strategy `everything`: the arbiter's rule, the neuron candidate's size, the emitted
+model (verified, cost as predicted, latency measured), the fine-tuning hook and the
+composed plan, the baselines, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from onnxprune.cli import main
+from onnxprune.compiler.everything import compose_plans, prune_everything
+from onnxprune.compiler.layers import Target
+from onnxprune.compiler.model_io import load_model
+from onnxprune.compiler.pipeline import analyze, prune
+from onnxprune.compiler.plan import PruningPlan
+from onnxprune.passes.blocks import find_blocks
+from onnxprune.runtime.calibration import load_calibration
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "models")
+DIGITS = os.path.join(ROOT, "digits", "digits_resnet.onnx")
+CALIB = os.path.join(ROOT, "digits", "digits_calib.npz")
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return load_calibration(CALIB, load_model(DIGITS), samples=128, batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def run(calib):
+    return prune_everything(DIGITS, calib, target=Target(flops=0.45), progress=False)
+
+
+def test_rule_and_candidates(run):
+    report = run.report
+    assert report["verification"]["ok"]
+    assert report["cost"]["predicted"] == report["cost"]["after"]
+    assert report["cost"]["macs_reduction"] >= 0.45
+    steps = report["iterations"]
+    assert steps and report["chosen"]["layers"] + report["chosen"]["neurons"] == len(steps)
+    for s in steps:
+        layer, neuron = s["layer_candidate"], s["neuron_candidate"]
+        if layer and neuron:
+            want = "layer" if layer["cka"] >= neuron["cka"] else "neurons"
+            assert s["choice"] == want, s
+            # The neuron candidate matches the block's MACs (at least, within one step of rounding).
+            assert neuron["macs"] >= layer["macs"] or neuron["channels"] > 0
+        assert s["latency_s"] > 0
+    macs = [s["macs"] for s in steps]
+    assert macs == sorted(macs, reverse=True)
+
+
+def test_neuron_channels_stay_off_the_residual_stream(run):
+    an, _, shapes = analyze(load_model(DIGITS), None)
+    residual = {v for b in find_blocks(an.model, shapes) for v in (b.entry, b.exit)}
+    removed = run.plan.to_removed(an)
+    groups = {an.class_group[c] for c in removed}
+    for gid in groups:
+        assert not any(m[0] == "value" and m[1] in residual for m in an.groups[gid].members)
+
+
+def test_latency_falls_with_macs(run):
+    lat = run.report["latency"]
+    assert lat["after_s"] < lat["before_s"] and lat["speedup"] > 1.0
+
+
+@pytest.mark.parametrize("arbiter, only", [("layers", "layer"), ("neurons", "neurons")])
+def test_baselines_choose_one_kind(calib, arbiter, only):
+    result = prune_everything(DIGITS, calib, target=Target(flops=0.3), arbiter=arbiter, progress=False, measure=False)
+    assert {s["choice"] for s in result.report["iterations"]} == {only}
+    assert result.report["verification"]["ok"]
+
+
+def test_fine_tune_hook_and_composed_plan(calib):
+    calls = []
+
+    def hook(model):
+        calls.append(model)
+        return model  # a real hook trains; this one proves where it is called
+
+    result = prune_everything(DIGITS, calib, target=Target(flops=0.35), fine_tune=hook, progress=False, measure=False)
+    assert len(calls) == len(result.report["iterations"]) + 1
+    # The composed plan names indices of the original model: applied there, it gives
+    # the same channels as the run (blocks aside, which the plan lists separately).
+    assert result.report["verification"]["ok"]
+    if result.plan.channels:
+        replay = prune(DIGITS, plan=PruningPlan(channels=result.plan.channels), verify=False)
+        sizes = {e["tensor"]: e["size"] for e in result.plan.channels}
+        original = {v.name: v.const_value.shape for v in load_model(DIGITS).graph.initializers.values()}
+        assert all(original[t][0] == n for t, n in sizes.items())
+        assert replay.report["groups"]["channels_removed"] >= 1
+
+
+def test_compose_plans_maps_back_to_first_indices():
+    first = PruningPlan(channels=[{"tensor": "w", "axis": 0, "node": "n", "size": 8, "group": 0, "removed": [1, 5]}])
+    second = PruningPlan(channels=[{"tensor": "w", "axis": 0, "node": "n", "size": 6, "group": 0, "removed": [0, 4]}])
+    (entry,) = compose_plans([first, second]).channels
+    # kept after the first: 0 2 3 4 6 7; the second removes positions 0 and 4 -> 0 and 6
+    assert entry["removed"] == [0, 1, 5, 6] and entry["size"] == 8
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2.onnx", "convnext.dynamo.onnx", "resnet20.onnx"])
+def test_zoo_models(name):
+    path = os.path.join(ROOT, "zoo", name)
+    model = load_model(path)
+    x = np.random.default_rng(0).standard_normal((32, 3, 32, 32)).astype(np.float32)
+    calib = load_calibration(x, model, batch_size=32)
+    result = prune_everything(path, calib, target=Target(flops=0.3), progress=False)
+    report = result.report
+    assert report["verification"]["ok"] and report["cost"]["predicted"] == report["cost"]["after"]
+    assert report["cost"]["macs_reduction"] >= 0.3
+    assert report["latency"]["after_s"] > 0
+
+
+def test_cli_everything(tmp_path, capfd):
+    out, report, png = tmp_path / "e.onnx", tmp_path / "r.json", tmp_path / "run.png"
+    hook = tmp_path / "hook.py"
+    hook.write_text("CALLS = []\ndef tune(model):\n    CALLS.append(1)\n    return model\n")
+    argv = ["prune", DIGITS, "-o", str(out), "--method", "everything", "--calib", CALIB, "--samples", "64",
+            "--target-flops", "0.3", "--report", str(report), "--fine-tune", f"{hook}:tune"]
+    if pytest.importorskip is not None:
+        try:
+            import matplotlib  # noqa: F401
+
+            argv += ["--plot", str(png)]
+        except ImportError:
+            pass
+    assert main(argv) == 0, capfd.readouterr().err
+    printed = capfd.readouterr().out
+    assert "iterations:" in printed and "ONNX Runtime latency" in printed
+    data = json.loads(report.read_text())
+    assert data["settings"]["fine_tune"] and data["iterations"]
+    if "--plot" in argv:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--fine-tune", "nofile.py:f"], "no file"), (["--fine-tune", "justtext"], "FILE.py:FUNC")],
+)
+def test_cli_everything_errors(tmp_path, capfd, extra, message):
+    argv = ["prune", DIGITS, "-o", str(tmp_path / "x.onnx"), "--method", "everything", "--calib", CALIB,
+            "--target-flops", "0.3", *extra]
+    assert main(argv) == 1
+    err = capfd.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
