@@ -78,7 +78,7 @@ MODELS: dict[str, dict] = {
         "layers": 12,
         "heads": 6,
         "mlp": 1536,
-        # Never looked at while developing anything; see README.md.
+        # Held out: not used while developing the harness or its floors; see README.md.
         "held_out": True,
     },
 }
