@@ -258,6 +258,7 @@ def prune_everything(
     verify: bool = True,
     progress: bool | None = None,
     max_iterations: int = 1000,
+    on_step: Callable | None = None,
 ):
     """Run the arbiter until `target`; returns a `PruneResult` (see the module docstring).
 
@@ -302,6 +303,7 @@ def prune_everything(
         if choices:
             candidates += [parent.candidate(blocks=[b]) for b in choices]
         feats = _features(parent, calib, candidates) if arbiter != "random" or choices else []
+        evaluated = len(feats)
         ref = CKAReference(feats[0], debiased=debiased, backend=backend) if feats else None
         layer, layer_cka, block_cost = None, None, 0
         if choices:
@@ -323,8 +325,10 @@ def prune_everything(
             neuron_macs = current_macs - parent.cost(parent.dropped, parent.removed | neurons)[0] if neurons else 0
             if neurons and arbiter != "random" or (neurons and layer is None):
                 feat = _features(parent, calib, [parent.candidate(channels=neurons)])[0]
+                evaluated += 1
                 if ref is None:
                     ref = CKAReference(_features(parent, calib, [parent.candidate()])[0], debiased=debiased, backend=backend)
+                    evaluated += 1
                 neuron_cka = ref.score(feat)
         if layer is None and not neurons:
             break
@@ -350,7 +354,10 @@ def prune_everything(
             "params": params,
             "macs_reduction": round(1 - macs / max(base_macs, 1), 6),
             "params_reduction": round(1 - params / max(base_params, 1), 6),
+            "probe_evaluations": evaluated,
         }
+        if on_step is not None:
+            on_step(parent, step)
         if fine_tune is not None or measure or latency_target is not None:
             physical, plan = materialize(parent, input_shapes)
             if measure or latency_target is not None:
