@@ -62,7 +62,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--json", default=None, help="also save the curves here")
+    ap.add_argument("--fine-tune", action="store_true",
+                    help="fine-tune after every iteration with benchmarks/finetune_digits.py (epochs: ONNXPRUNE_FT_EPOCHS)")
+    ap.add_argument("--methods", default="cka,layers,neurons,random", help="comma-separated arbiters to run")
     args = ap.parse_args()
+    hook = None
+    if args.fine_tune:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from finetune_digits import fine_tune as hook
     path = os.path.join(DIGITS, f"digits_resnet{args.depth}.onnx")
     model = load_model(path)
     calib = load_calibration(os.path.join(DIGITS, "digits_calib.npz"), model, samples=args.samples, batch_size=args.samples)
@@ -75,17 +82,20 @@ def main() -> None:
     forward = (time.perf_counter() - start) / 3
     base = float((ProbeModel(model, keep_outputs=True).run({"input": test["x"]}, [Candidate()])[0]["logits"].argmax(1) == test["y"]).mean())
     del full
+    wanted = set(args.methods.split(","))
     methods = [("everything (CKA)", "cka", 0), ("layers only", "layers", 0), ("channels only (L1)", "neurons", 0)]
     methods += [(f"random choice (seed {s})", "random", s) for s in range(args.seeds)]
+    methods = [m for m in methods if m[1] in wanted]
     rows, saved = [], {}
     for label, arbiter, seed in methods:
-        result, curve, took, evals = run_method(path, calib, test, args.target, arbiter, seed)
+        result, curve, took, evals = run_method(path, calib, test, args.target, arbiter, seed, fine_tune=hook)
         ok = result.report["verification"]["ok"]
         rows.append((label, curve, took, evals, ok, result.report["chosen"]))
         saved[label] = {"curve": curve, "seconds": took, "evaluations": evals, "chosen": result.report["chosen"]}
         print(f"{label}: {len(curve)} iterations, {took:.1f} s, chosen {result.report['chosen']}, verified {ok}", file=sys.stderr)
+    tuning = "fine-tuned after every iteration (benchmarks/finetune_digits.py)" if hook else "no fine-tuning"
     print(f"digits ResNet-{args.depth}: test accuracy {100 * base:.2f} % before pruning; {args.samples} calibration "
-          "samples; no fine-tuning; accuracy (%) at the first iteration reaching each MAC reduction\n")
+          f"samples; {tuning}; accuracy (%) at the first iteration reaching each MAC reduction\n")
     print("| method | " + " | ".join(f"−{int(100 * lv)} % MACs" for lv in LEVELS) + " | run s | overhead ×fwd |")
     print("|---|" + "---:|" * len(LEVELS) + "---:|---:|")
     for label, curve, took, evals, ok, chosen in rows:

@@ -356,8 +356,6 @@ def prune_everything(
             "params_reduction": round(1 - params / max(base_params, 1), 6),
             "probe_evaluations": evaluated,
         }
-        if on_step is not None:
-            on_step(parent, step)
         if fine_tune is not None or measure or latency_target is not None:
             physical, plan = materialize(parent, input_shapes)
             if measure or latency_target is not None:
@@ -372,6 +370,8 @@ def prune_everything(
                 parent = _build_parent(tuned, input_shapes, taps, criterion, next(calib.batches(256)))
         step["seconds"] = round(time.perf_counter() - start, 4)
         steps.append(step)
+        if on_step is not None:  # after fine-tuning: the parent is then the tuned model
+            on_step(parent, step)
         what = f"block {layer}" if pick == "layer" else f"{len(neurons)} channels"
         bar.update(len(steps), f"iteration {len(steps)}: {what}; MACs −{100 * step['macs_reduction']:.1f} %")
     bar.close()
