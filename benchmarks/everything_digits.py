@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from onnxprune.compiler.everything import prune_everything
+from onnxprune.compiler.everything import measure_latency, prune_everything
 from onnxprune.compiler.layers import Target
 from onnxprune.compiler.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
@@ -90,21 +90,26 @@ def main() -> None:
     for label, arbiter, seed in methods:
         result, curve, took, evals = run_method(path, calib, test, args.target, arbiter, seed, fine_tune=hook)
         ok = result.report["verification"]["ok"]
-        rows.append((label, curve, took, evals, ok, result.report["chosen"]))
-        saved[label] = {"curve": curve, "seconds": took, "evaluations": evals, "chosen": result.report["chosen"]}
+        one = {"input": test["x"][:1]}
+        speed = (measure_latency(model, one, runs=200) / measure_latency(result.model, one, runs=200),
+                 1 / max(1 - result.report["cost"]["macs_reduction"], 1e-9))
+        rows.append((label, curve, took, evals, ok, result.report["chosen"], speed))
+        saved[label] = {"curve": curve, "seconds": took, "evaluations": evals, "chosen": result.report["chosen"],
+                        "final_latency_speedup": speed[0], "final_mac_speedup": speed[1]}
         print(f"{label}: {len(curve)} iterations, {took:.1f} s, chosen {result.report['chosen']}, verified {ok}", file=sys.stderr)
     tuning = "fine-tuned after every iteration (benchmarks/finetune_digits.py)" if hook else "no fine-tuning"
     print(f"digits ResNet-{args.depth}: test accuracy {100 * base:.2f} % before pruning; {args.samples} calibration "
           f"samples; {tuning}; accuracy (%) at the first iteration reaching each MAC reduction\n")
-    print("| method | " + " | ".join(f"−{int(100 * lv)} % MACs" for lv in LEVELS) + " | run s | overhead ×fwd |")
-    print("|---|" + "---:|" * len(LEVELS) + "---:|---:|")
-    for label, curve, took, evals, ok, chosen in rows:
+    print("| method | " + " | ".join(f"−{int(100 * lv)} % MACs" for lv in LEVELS)
+          + " | final MAC speed-up | final ORT latency speed-up | run s | overhead ×fwd |")
+    print("|---|" + "---:|" * len(LEVELS) + "---:|---:|---:|---:|")
+    for label, curve, took, evals, ok, chosen, speed in rows:
         cells = []
         for lv in LEVELS:
             hit = at_level(curve, lv)
             cells.append("—" if hit is None else f"{100 * hit[1]:.2f}")
         overhead = took / max(evals * forward, 1e-12)
-        print(f"| {label} | " + " | ".join(cells) + f" | {took:.0f} | {overhead:.2f} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {speed[1]:.2f}x | {speed[0]:.2f}x | {took:.0f} | {overhead:.2f} |")
     print(f"\none forward pass of the calibration set through the probe: {forward:.3f} s")
     ev = rows[0][1]
     for name in ("layers only", "channels only (L1)"):

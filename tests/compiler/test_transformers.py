@@ -18,7 +18,7 @@ from support import rel_err, zero_consumer_slices
 
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.model_io import load_model, ort_session, run_session
-from onnxprune.compiler.pipeline import analyze, prune
+from onnxprune.compiler.pipeline import analyze, prune, take_kept
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
 
@@ -63,16 +63,6 @@ def _outputs(model: ir.Model, feeds: dict) -> dict:
     return run_session(ort_session(model), feeds)
 
 
-def _take(arrays: dict, interface: list[dict], direction: str) -> dict:
-    """Arrays of the original interface cut to the pruned one (the report's kept indices)."""
-    out = dict(arrays)
-    for change in interface:
-        if change["direction"] == direction and change["name"] in out:
-            for axis, kept in change["kept"].items():
-                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
-    return out
-
-
 @pytest.mark.parametrize("name", FILES)
 def test_prune_half_is_valid_at_other_batch_and_seq(name, tmp_path):
     path = _path(name)
@@ -88,8 +78,8 @@ def test_prune_half_is_valid_at_other_batch_and_seq(name, tmp_path):
     interface = result.report["interface"]
     for batch, seq in ((1, 5), (2, 9)):
         feeds = _feeds(original, _shapes(name, batch, seq))
-        want = _take(_outputs(original, feeds), interface, "output")
-        got = _outputs(result.model, _take(feeds, interface, "input"))
+        want = take_kept(_outputs(original, feeds), interface, "output")
+        got = _outputs(result.model, take_kept(feeds, interface, "input"))
         assert list(want) == list(got)
         for key in want:
             assert want[key].shape == got[key].shape, key
@@ -153,8 +143,8 @@ def test_kv_cache_shrinks_with_heads(name):
         if value.name in names:
             assert value.shape[1] == kv // 2
     feeds = _feeds(model, _shapes(name, 2, 4, past=6), seed=5)
-    want = _take(_outputs(model, feeds), interface, "output")
-    got = _outputs(result.model, _take(feeds, interface, "input"))
+    want = take_kept(_outputs(model, feeds), interface, "output")
+    got = _outputs(result.model, take_kept(feeds, interface, "input"))
     assert max(rel_err(want[k], got[k]) for k in want) <= 1e-4
 
 
@@ -195,8 +185,8 @@ def test_exact_groups_are_exact(name):
     result = prune(model, plan=PruningPlan.from_removed(an, removed), input_shapes=_shapes(name))
     interface = result.report["interface"]
     feeds = _feeds(model, _shapes(name, 2, 6), seed=3)
-    want = _take(_outputs(model, feeds), interface, "output")
-    got = _outputs(result.model, _take(feeds, interface, "input"))
+    want = take_kept(_outputs(model, feeds), interface, "output")
+    got = _outputs(result.model, take_kept(feeds, interface, "input"))
     assert max(rel_err(want[k], got[k]) for k in want) <= 1e-4
 
 
