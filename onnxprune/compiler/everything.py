@@ -323,7 +323,8 @@ def prune_everything(
         if arbiter != "layers":
             neurons = neuron_candidate(parent, block_cost, scope, current_macs)
             neuron_macs = current_macs - parent.cost(parent.dropped, parent.removed | neurons)[0] if neurons else 0
-            if neurons and arbiter != "random" or (neurons and layer is None):
+            # The random arbiter needs no CKA for the choice, unless there is no layer to pick.
+            if neurons and (arbiter != "random" or layer is None):
                 feat = _features(parent, calib, [parent.candidate(channels=neurons)])[0]
                 evaluated += 1
                 if ref is None:
@@ -339,7 +340,7 @@ def prune_everything(
         elif not neurons:
             pick = "layer"
         else:
-            pick = "layer" if (layer_cka is not None and neuron_cka is not None and layer_cka >= neuron_cka) or arbiter == "layers" else "neurons"
+            pick = "layer" if layer_cka >= neuron_cka else "neurons"  # ties go to the layer
         if pick == "layer":
             parent.dropped.add(layer)
         else:
