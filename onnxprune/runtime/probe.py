@@ -50,6 +50,17 @@ class Candidate:
     channels: Mapping[int, frozenset[int]] = field(default_factory=dict)
 
 
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), else CPU.
+    Tapped values still come back as NumPy arrays (one host copy per run)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 def default_tap(model: ir.Model) -> str:
     """The input of the final classifier layer: walking back from the first graph
     output, the activation input of the first Gemm/MatMul/Conv with a constant weight."""
@@ -121,7 +132,7 @@ class ProbeModel:
         graph.outputs.clear()
         graph.outputs.extend(outputs)
         self.output_names = [v.name for v in outputs]
-        self.session = ort_session(self.model, providers=providers, intra_op_num_threads=threads)
+        self.session = ort_session(self.model, providers=providers or default_providers(), intra_op_num_threads=threads)
 
     # -- building -----------------------------------------------------------------
     def _gate(self, ranks: dict[str, int]) -> None:
