@@ -124,13 +124,12 @@ def test_cli_everything(tmp_path, capfd):
     hook.write_text("CALLS = []\ndef tune(model):\n    CALLS.append(1)\n    return model\n")
     argv = ["prune", DIGITS, "-o", str(out), "--method", "everything", "--calib", CALIB, "--samples", "64",
             "--target-flops", "0.3", "--report", str(report), "--fine-tune", f"{hook}:tune"]
-    if pytest.importorskip is not None:
-        try:
-            import matplotlib  # noqa: F401
+    try:
+        import matplotlib  # noqa: F401
 
-            argv += ["--plot", str(png)]
-        except ImportError:
-            pass
+        argv += ["--plot", str(png)]
+    except ImportError:  # the plot extra is optional; the rest of the run is checked anyway
+        pass
     assert main(argv) == 0, capfd.readouterr().err
     printed = capfd.readouterr().out
     assert "iterations:" in printed and "ONNX Runtime latency" in printed

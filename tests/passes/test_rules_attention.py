@@ -9,7 +9,6 @@ ONNX Runtime's CPU kernels.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as nh
 import onnx_ir as ir
