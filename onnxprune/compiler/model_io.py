@@ -403,6 +403,17 @@ def resolve_input_shapes(
     return {v.name: _concrete_shape(v, overrides.get(v.name)) for v in inputs}
 
 
+def declared_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """`shapes` with every input's statically declared dims taken from `model`: the
+    concrete input shapes for a pruned model whose resizable inputs (a KV cache) shrank,
+    keeping the sizes chosen for its symbolic dims."""
+    out = dict(shapes)
+    for value in graph_inputs(model):
+        if value.name in out and value.shape is not None:
+            out[value.name] = tuple(d if isinstance(d, int) else s for d, s in zip(value.shape, out[value.name]))
+    return out
+
+
 def _concrete_shape(value: ir.Value, override: tuple[int, ...] | None) -> tuple[int, ...]:
     declared = value.shape
     if override is not None:

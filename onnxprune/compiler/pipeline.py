@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+from onnxprune.compiler.model_io import declared_input_shapes, load_model, resolve_input_shapes
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.predict import Predictor, group_costs
 from onnxprune.compiler.selection import select_removed
@@ -128,7 +128,7 @@ def prune(
             feeds=sample_feeds, pruned_feeds=pruned_feeds,
         )
         verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, _resized_inputs(shapes_in, interface), pruned_feeds))
+    after = model_cost(model, static_shapes(model, declared_input_shapes(model, shapes_in), pruned_feeds))
     report = {
         "settings": settings,
         "input_shapes": {k: list(v) for k, v in shapes_in.items()},
@@ -160,17 +160,6 @@ def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
             for axis, kept in change["kept"].items():
                 out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
     return out
-
-
-def _resized_inputs(shapes_in: dict, interface: list[dict]) -> dict:
-    """Input shapes for the pruned model: resized inputs take their new static dims."""
-    shapes = dict(shapes_in)
-    for change in interface:
-        if change["direction"] == "input":
-            shapes[change["name"]] = tuple(
-                new if new is not None else old for new, old in zip(change["shape_after"], shapes[change["name"]])
-            )
-    return shapes
 
 
 def _frac(before: int, after: int) -> float:

@@ -16,6 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.compiler.model_io import (
+    declared_input_shapes,
     graph_inputs,
     make_sample_inputs,
     ort_session,
@@ -147,7 +148,7 @@ def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset(), 
     if feeds is None:
         shapes = resolve_input_shapes(original, input_shapes)
         feeds = make_sample_inputs(original, shapes, seed=seed)
-        pruned_feeds = _own_sized_feeds(pruned, shapes, seed, resized) if resized else feeds
+        pruned_feeds = make_sample_inputs(pruned, declared_input_shapes(pruned, shapes), seed=seed) if resized else feeds
     elif pruned_feeds is None:
         pruned_feeds = feeds
     results = {}
@@ -183,17 +184,6 @@ def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset(), 
             row.rel_diff = row.max_abs_diff / max(float(np.abs(before).max()), 1e-12)
         comparisons.append(row)
     return comparisons, problems
-
-
-def _own_sized_feeds(pruned, shapes, seed, resized):
-    """Random feeds for the pruned model: resized inputs at their new declared sizes."""
-    pruned_shapes = dict(shapes)
-    for value in graph_inputs(pruned):
-        if value.name in resized and value.name in shapes:
-            pruned_shapes[value.name] = tuple(
-                d if isinstance(d, int) else s for d, s in zip(value.shape, shapes[value.name])
-            )
-    return make_sample_inputs(pruned, pruned_shapes, seed=seed)
 
 
 def _dtype(value: ir.Value) -> str | None:
