@@ -264,19 +264,21 @@ def _run_inspect(args) -> int:
         args.model, input_shapes=_shapes(args.input_shape),
         resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
     )
+    blocks_text = None
     if args.blocks:
-        info["blocks"] = _blocks_info(args)
+        info["blocks"], blocks_text = _blocks_info(args)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
         print(render(info, show_nodes=not args.no_nodes))
-        if args.blocks:
+        if blocks_text:
             print()
-            print(args._blocks_text)
+            print(blocks_text)
     return 0
 
 
-def _blocks_info(args) -> list[dict]:
+def _blocks_info(args) -> tuple[list[dict], str]:
+    """Residual blocks of the model as JSON rows and as the text table."""
     from onnxprune.compiler.model_io import load_model, resolve_input_shapes
     from onnxprune.passes.blocks import block_macs, find_blocks
     from onnxprune.passes.cost import model_cost, static_shapes
@@ -287,8 +289,7 @@ def _blocks_info(args) -> list[dict]:
     blocks = find_blocks(model, shapes)
     costs = block_macs(model, blocks, shapes)
     total = model_cost(model, shapes).total_macs
-    args._blocks_text = render_blocks(blocks, costs, total_macs=total)
-    return blocks_json(blocks, costs, total_macs=total)
+    return blocks_json(blocks, costs, total_macs=total), render_blocks(blocks, costs, total_macs=total)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,7 +171,7 @@ def search_layers(
     run = LayerRun()
     dropped: set[int] = set()
     rng = random.Random(seed)
-    bar = _Progress(_expected_steps(blocks, costs, target, min_per_stage), progress)
+    bar = _Progress(_expected_steps(blocks, target, min_per_stage), progress)
     macs, params = costs.total_macs, costs.total_params
     while not target.reached(1 - macs / max(costs.total_macs, 1), 1 - params / max(costs.total_params, 1), len(dropped)):
         choices = eligible(blocks, dropped, min_per_stage)
@@ -209,7 +209,7 @@ def search_layers(
     return run
 
 
-def _expected_steps(blocks, costs, target, min_per_stage) -> int | None:
+def _expected_steps(blocks, target, min_per_stage) -> int | None:
     if target.blocks is not None:
         return target.blocks
     return len(eligible(blocks, set(), min_per_stage)) or None

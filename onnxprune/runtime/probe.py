@@ -116,6 +116,7 @@ class ProbeModel:
         if blocks is None:
             blocks = find_blocks(self.model)
         self.blocks = {b.id: b for b in blocks if b.removable}
+        self._gate_ranks: dict[int, int] = {}
         self._gate(ranks)
         self.mask_index: dict[int, dict[int, int]] = {}  # group -> class -> column
         self.unmaskable: dict[int, str] = {}
@@ -150,6 +151,7 @@ class ProbeModel:
                 shape=ir.Shape(["probe_batch"] + [1] * (rank - 1)),
             )
             graph.inputs.append(gate)
+            self._gate_ranks[bid] = rank
             mul = ir.node("Mul", [branch, gate], name=f"onnxprune_gate_mul_{bid}")
             mul.outputs[0].name = f"{branch.name}_gated"
             graph.insert_before(add, mul)
@@ -234,8 +236,7 @@ class ProbeModel:
             for i, cand in enumerate(candidates):
                 if bid in cand.blocks:
                     gate[i * batch:(i + 1) * batch] = 0.0
-            name = f"{GATE_PREFIX}{bid}"
-            out[name] = gate.reshape((k * batch,) + (1,) * (len(self._gate_shape(name)) - 1))
+            out[f"{GATE_PREFIX}{bid}"] = gate.reshape((k * batch,) + (1,) * (self._gate_ranks[bid] - 1))
         if self.mask_width:
             mask = np.ones((k * batch, self.mask_width + 1), dtype=np.float32)
             for i, cand in enumerate(candidates):
@@ -246,12 +247,6 @@ class ProbeModel:
                     mask[i * batch:(i + 1) * batch, [index[c] for c in classes]] = 0.0
             out[MASK_INPUT] = mask
         return out
-
-    def _gate_shape(self, name: str):
-        for v in self.model.graph.inputs:
-            if v.name == name:
-                return v.shape
-        raise KeyError(name)
 
     def run(self, feeds: Mapping[str, np.ndarray], candidates: Sequence[Candidate]) -> list[dict[str, np.ndarray]]:
         """Tapped values (and kept outputs) per candidate, for one batch of `feeds`."""
