@@ -21,11 +21,12 @@ import time
 
 import numpy as np
 
-from onnxprune.compiler.everything import measure_latency, prune_everything
+from onnxprune.compiler.everything import prune_everything
 from onnxprune.compiler.layers import Target
-from onnxprune.compiler.model_io import load_model
+from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.probe import Candidate, ProbeModel
+from onnxprune.runtime.session import measure_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "models", "digits")

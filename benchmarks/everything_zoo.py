@@ -15,10 +15,11 @@ import os
 
 import numpy as np
 
-from onnxprune.compiler.everything import measure_latency, prune_everything
+from onnxprune.compiler.everything import prune_everything
 from onnxprune.compiler.layers import Target
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.runtime.calibration import load_calibration
+from onnxprune.runtime.session import measure_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

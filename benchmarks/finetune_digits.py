@@ -36,7 +36,7 @@ def make_fine_tune(epochs: int = EPOCHS, lr: float = 3e-4, batch: int = 64, seed
         import onnx2torch
         import torch
 
-        from onnxprune.compiler.model_io import to_proto
+        from onnxprune.model_io import to_proto
         from onnxprune.passes.constants import set_value_array
 
         torch.manual_seed(seed)

@@ -15,9 +15,9 @@ import time
 import numpy as np
 
 from onnxprune.compiler.layers import Target, block_costs, search_layers
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.blocks import find_blocks
-from onnxprune.passes.cost import static_shapes
+from onnxprune.passes.shapes import static_shapes
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.probe import Candidate, ProbeModel
 

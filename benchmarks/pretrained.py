@@ -197,8 +197,8 @@ def random_scores(seed: int):
 
 def head_groups(name: str, path: str) -> list[int]:
     """Sizes of the analysis' heads groups (one per layer expected)."""
-    from onnxprune.compiler.model_io import load_model
     from onnxprune.compiler.pipeline import analyze
+    from onnxprune.model_io import load_model
 
     an, _, _ = analyze(load_model(path), analysis_shapes(name), feeds=sample_feeds(name))
     return [g.size for g in an.groups if g.kind == "heads" and g.prunable]

@@ -18,13 +18,14 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.compiler.layers import eligible
-from onnxprune.compiler.model_io import load_model, ort_session, resolve_input_shapes, run_session
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.blocks import find_blocks
-from onnxprune.passes.cost import static_shapes
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
+from onnxprune.passes.shapes import static_shapes
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
+from onnxprune.runtime.session import ort_session, run_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

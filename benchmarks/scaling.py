@@ -31,14 +31,15 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.compiler import pipeline
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.predict import Predictor
 from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.channel_analysis import analyze_channels
-from onnxprune.passes.cost import InferValueShapesPass, model_cost, static_shapes, symbolic_shapes
+from onnxprune.passes.cost import model_cost
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
+from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
 from onnxprune.passes.slice_channels import SliceChannelsPass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

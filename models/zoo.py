@@ -16,8 +16,8 @@ Torch is needed only to (re)generate the fixtures; tests read the ONNX files.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 SEED = 0
 

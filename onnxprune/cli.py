@@ -88,15 +88,15 @@ def _interface_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _shapes(specs: list[str]) -> dict:
-    from onnxprune.compiler.model_io import parse_input_shape
+    from onnxprune.model_io import parse_input_shape
 
     return dict(parse_input_shape(s) for s in specs)
 
 
 def _run_prune(args) -> int:
-    from onnxprune.compiler.model_io import save_model
     from onnxprune.compiler.pipeline import prune
     from onnxprune.compiler.plan import PruningPlan, write_json_atomic
+    from onnxprune.model_io import save_model
     from onnxprune.tools.inspect_text import human
 
     if not 0.0 <= args.ratio < 1.0:
@@ -139,7 +139,7 @@ def _run_prune(args) -> int:
             resize_cache=not args.keep_cache_shape,
         )
     if labelled is not None:
-        from onnxprune.compiler.model_io import load_model
+        from onnxprune.model_io import load_model
         from onnxprune.runtime.evaluate import accuracy
 
         result.report["accuracy"] = {
@@ -191,7 +191,7 @@ def _dims(shape: list) -> str:
 def _prune_cka(args):
     from onnxprune.compiler.everything import prune_everything
     from onnxprune.compiler.layers import Target, prune_layers
-    from onnxprune.compiler.model_io import load_model
+    from onnxprune.model_io import load_model
     from onnxprune.runtime.calibration import load_calibration
 
     if not args.calib:
@@ -279,9 +279,10 @@ def _run_inspect(args) -> int:
 
 def _blocks_info(args) -> tuple[list[dict], str]:
     """Residual blocks of the model as JSON rows and as the text table."""
-    from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+    from onnxprune.model_io import load_model, resolve_input_shapes
     from onnxprune.passes.blocks import block_macs, find_blocks
-    from onnxprune.passes.cost import model_cost, static_shapes
+    from onnxprune.passes.cost import model_cost
+    from onnxprune.passes.shapes import static_shapes
     from onnxprune.tools.inspect_blocks import blocks_json, render_blocks
 
     model = load_model(args.model)

@@ -3,9 +3,9 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import onnx
 import onnxruntime as ort
-import numpy as np
 import pytest
 
 from onnxprune.compiler.pipeline import prune

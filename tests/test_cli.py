@@ -18,9 +18,9 @@ import onnx.helper as oh
 import onnx.numpy_helper
 import onnx.parser
 import pytest
+from support import feeds_for, input_signature, run, zoo
 
 from onnxprune.cli import main
-from support import feeds_for, input_signature, run, zoo
 
 RESNET20 = zoo("resnet20.onnx")
 

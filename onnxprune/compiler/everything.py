@@ -43,17 +43,18 @@ import onnx_ir as ir
 
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.layers import Target, _Progress, eligible
-from onnxprune.compiler.model_io import load_model, ort_session, resolve_input_shapes
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.predict import Predictor
 from onnxprune.compiler.selection import emptied_axes
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.channel_analysis import ChannelAnalysis, node_label
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
+from onnxprune.runtime.session import measure_latency, ort_session
 
 log = logging.getLogger("onnxprune.everything")
 ARBITERS = ("cka", "layers", "neurons", "random")
@@ -200,21 +201,6 @@ def _features(parent: _Parent, calib: CalibrationData, candidates: list[Candidat
     return parent.probe.features(calib.batches(), candidates, stack=8)
 
 
-def measure_latency(model: ir.Model, feeds: dict, runs: int = 30) -> float:
-    """Median wall time (s) of one ONNX Runtime run on `feeds` (1 thread, after warm-up)."""
-    session = ort_session(model)
-    names = [i.name for i in session.get_inputs()]
-    data = {n: feeds[n] for n in names}
-    for _ in range(3):
-        session.run(None, data)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, data)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def materialize(parent: _Parent, input_shapes, verify: bool = False) -> tuple[ir.Model, PruningPlan]:
     """The parent's removals made physical: channels first (by plan), then blocks."""
     from onnxprune.compiler.pipeline import prune
@@ -266,7 +252,8 @@ def prune_everything(
     latency; `measure` records latency every iteration (needed for `latency_target`)."""
     from onnxprune.compiler.pipeline import PruneResult, _frac
     from onnxprune.compiler.verify import verify_model
-    from onnxprune.passes.cost import model_cost, static_shapes
+    from onnxprune.passes.cost import model_cost
+    from onnxprune.passes.shapes import static_shapes
 
     if arbiter not in ARBITERS:
         raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.blocks import Block, block_macs, find_blocks
-from onnxprune.passes.cost import model_cost, static_shapes
+from onnxprune.passes.cost import model_cost
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
+from onnxprune.passes.shapes import static_shapes
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel

@@ -20,16 +20,21 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import declared_input_shapes, load_model, resolve_input_shapes
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.predict import Predictor, group_costs
 from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
-from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels, node_label
-from onnxprune.passes.cost import InferValueShapesPass, model_cost, static_shapes, symbolic_shapes
+from onnxprune.model_io import declared_input_shapes, load_model, resolve_input_shapes
+from onnxprune.passes.channel_analysis import (
+    ChannelAnalysis,
+    analyze_channels,
+    node_label,
+)
+from onnxprune.passes.cost import model_cost
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.interface import resizable_io
+from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
 from onnxprune.passes.slice_channels import SliceChannelsPass, interface_changes
 
 

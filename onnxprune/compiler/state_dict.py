@@ -86,8 +86,8 @@ def _take(tensor, keep_by_axis: dict[int, np.ndarray]):
 
 def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=None, drop_blocks: bool = False):
     """A new state_dict with the plan applied, and a report of what matched."""
-    from onnxprune.compiler.model_io import load_model
     from onnxprune.compiler.pipeline import analyze
+    from onnxprune.model_io import load_model
 
     loaded = model if not isinstance(model, (str, bytes)) and hasattr(model, "graph") else load_model(model)
     work = load_model(__import__("onnx_ir").serde.serialize_model(loaded))

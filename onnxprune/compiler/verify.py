@@ -15,18 +15,17 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxprune.compiler.model_io import (
+from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import (
     declared_input_shapes,
     graph_inputs,
     make_sample_inputs,
-    ort_session,
     prefers_file,
     resolve_input_shapes,
-    run_session,
     save_model,
     to_proto,
 )
-from onnxprune.errors import OnnxPruneError
+from onnxprune.runtime.session import ort_session, run_session
 
 # Domains the ONNX checker has schemas for; full_check runs strict shape inference,
 # which fails on ops it has no schema for (com.microsoft), so those get the light check.

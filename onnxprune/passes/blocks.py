@@ -596,7 +596,8 @@ def block_macs(
     block id, under `onnxprune.passes.cost.node_cost`'s convention. `shapes` is a
     `shape_of` callback, a value name -> shape mapping (e.g. `static_shapes(model)`), or
     None to compute `static_shapes(model)` here. Does not modify `model`."""
-    from onnxprune.passes.cost import node_cost, static_shapes
+    from onnxprune.passes.cost import node_cost
+    from onnxprune.passes.shapes import static_shapes
 
     if shapes is None:
         shapes = static_shapes(model)

@@ -18,7 +18,6 @@ import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError
 
-
 # Fused attention ops that carry a cache: (past input index, present output index).
 _CACHE_SLOTS = {
     ("com.microsoft", "GroupQueryAttention"): ((3, 1), (4, 2)),

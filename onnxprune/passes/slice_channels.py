@@ -24,7 +24,11 @@ import onnx_ir as ir
 
 from onnxprune.passes.channel_analysis import ChannelAnalysis
 from onnxprune.passes.constants import (
-    const_array, is_const, new_initializer, set_const_input, set_value_array,
+    const_array,
+    is_const,
+    new_initializer,
+    set_const_input,
+    set_value_array,
 )
 from onnxprune.passes.rules import REWRITES
 from onnxprune.passes.shape_tensors import entries_of_input, write_entry

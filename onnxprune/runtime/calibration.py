@@ -32,9 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.compiler.model_io import graph_inputs, load_model
 from onnxprune.errors import OnnxPruneError
-from onnxprune.runtime.images import IMAGE_EXTENSIONS, ImagePreprocess, list_images, load_images, parse_preprocess
+from onnxprune.model_io import graph_inputs, load_model
+from onnxprune.runtime.images import (
+    IMAGE_EXTENSIONS,
+    ImagePreprocess,
+    list_images,
+    load_images,
+    parse_preprocess,
+)
 
 __all__ = ["CalibrationData", "ImagePreprocess", "load_calibration", "parse_preprocess"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.compiler.model_io import graph_inputs, ort_session, run_session
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import graph_inputs
+from onnxprune.runtime.session import ort_session, run_session
 
 
 def load_labelled(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.compiler.model_io import graph_inputs, load_model, ort_session
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import graph_inputs, load_model
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.constants import is_const
-from onnxprune.passes.cost import symbolic_shapes
+from onnxprune.passes.shapes import symbolic_shapes
+from onnxprune.runtime.session import default_providers, ort_session
 
 GATE_PREFIX = "onnxprune_gate_"
 MASK_INPUT = "onnxprune_mask"
@@ -48,17 +49,6 @@ class Candidate:
 
     blocks: frozenset[int] = frozenset()
     channels: Mapping[int, frozenset[int]] = field(default_factory=dict)
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), else CPU.
-    Tapped values still come back as NumPy arrays (one host copy per run)."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def default_tap(model: ir.Model) -> str:

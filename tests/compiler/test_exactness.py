@@ -15,13 +15,21 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
+from support import (
+    ALL_MODELS,
+    feeds_for,
+    model_from_text,
+    rel_err,
+    run,
+    zero_consumer_slices,
+    zoo,
+)
 
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import load_model
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
-from support import ALL_MODELS, feeds_for, model_from_text, rel_err, run, zero_consumer_slices, zoo
+from onnxprune.model_io import load_model
 
 TOLERANCE = 1e-4
 

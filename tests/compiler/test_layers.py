@@ -11,8 +11,8 @@ import pytest
 
 from onnxprune.cli import main
 from onnxprune.compiler.layers import Target, eligible, prune_layers
-from onnxprune.compiler.model_io import load_model
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import find_blocks
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.cka import linear_cka

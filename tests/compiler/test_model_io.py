@@ -9,16 +9,16 @@ import onnx_ir as ir
 import pytest
 from conftest import conv_relu_conv
 
-from onnxprune.compiler import model_io
-from onnxprune.compiler.model_io import (
+from onnxprune import model_io
+from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import (
     load_model,
     make_sample_inputs,
-    ort_session,
     parse_input_shape,
     resolve_input_shapes,
     save_model,
 )
-from onnxprune.errors import OnnxPruneError
+from onnxprune.runtime.session import ort_session, run_session
 
 
 def _raises(match: str):
@@ -417,7 +417,7 @@ def test_run_session_handles_bfloat16():
     """)
     model = load_model(proto)
     feeds = make_sample_inputs(model, resolve_input_shapes(model))
-    out = model_io.run_session(ort_session(model), feeds)
+    out = run_session(ort_session(model), feeds)
     assert out["y"].dtype == feeds["x"].dtype
     np.testing.assert_array_equal(out["y"], feeds["x"])
     np.testing.assert_array_equal(out["z"], feeds["x"].astype(np.float32))
@@ -425,5 +425,5 @@ def test_run_session_handles_bfloat16():
 
 def test_run_session_failure_is_one_line(crc_proto):
     with _raises("ONNX Runtime failed running the model") as info:
-        model_io.run_session(ort_session(crc_proto), {"x": np.zeros((1, 5, 8, 8), np.float32)})
+        run_session(ort_session(crc_proto), {"x": np.zeros((1, 5, 8, 8), np.float32)})
     assert "\n" not in str(info.value)

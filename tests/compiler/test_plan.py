@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import pytest
+from support import ALL_MODELS, feeds_for, run, zoo
 
-from onnxprune.compiler.model_io import load_model, save_model
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import FORMAT, PruningPlan
 from onnxprune.errors import OnnxPruneError
-from support import ALL_MODELS, feeds_for, run, zoo
+from onnxprune.model_io import load_model, save_model
 
 RESNET20 = zoo("resnet20.onnx")
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
-from onnxprune.compiler.model_io import save_model
-from onnxprune.compiler.pipeline import prune
 from support import (
     ALL_MODELS,
     feeds_for,
@@ -23,6 +20,9 @@ from support import (
     run,
     zoo,
 )
+
+from onnxprune.compiler.pipeline import prune
+from onnxprune.model_io import save_model
 
 
 def _save_reload(result, tmp_path, name="pruned.onnx") -> tuple[str, onnx.ModelProto]:
@@ -189,7 +189,7 @@ def test_source_kinds_agree_and_stay_untouched(name, tmp_path):
     not modify the ModelProto or ir.Model it is given."""
     import onnx_ir as ir
 
-    from onnxprune.compiler.model_io import load_model
+    from onnxprune.model_io import load_model
 
     path = zoo(name)
     proto = onnx.load(path)

@@ -12,10 +12,11 @@ import pytest
 
 from onnxprune.compiler.everything import prune_everything
 from onnxprune.compiler.layers import Target
-from onnxprune.compiler.model_io import load_model, ort_session, run_session
 from onnxprune.compiler.pipeline import prune
 from onnxprune.compiler.state_dict import apply_plan, module_path
+from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
+from onnxprune.runtime.session import ort_session, run_session
 
 torch = pytest.importorskip("torch")
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")

@@ -17,10 +17,11 @@ import pytest
 from support import rel_err, zero_consumer_slices
 
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import load_model, ort_session, run_session
 from onnxprune.compiler.pipeline import analyze, prune, take_kept
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
+from onnxprune.model_io import load_model
+from onnxprune.runtime.session import ort_session, run_session
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "models", "transformers")
 NAMES = ["bert", "vit", "gpt2", "llama"]

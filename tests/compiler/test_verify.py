@@ -3,9 +3,9 @@ import onnx.numpy_helper
 import onnx.parser
 import pytest
 
-from onnxprune.compiler.model_io import load_model
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model
 
 
 def _arrays(proto):

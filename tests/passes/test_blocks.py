@@ -15,11 +15,13 @@ import onnx_ir as ir
 import pytest
 from support import MODELS, model_from_text, rel_err, zoo
 
-from onnxprune.compiler.model_io import load_model, ort_session, run_session
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import Block, block_macs, find_blocks, node_label
-from onnxprune.passes.cost import model_cost, static_shapes
+from onnxprune.passes.cost import model_cost
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
+from onnxprune.passes.shapes import static_shapes
+from onnxprune.runtime.session import ort_session, run_session
 from onnxprune.tools.inspect_blocks import blocks_json, render_blocks
 
 TRANSFORMERS = MODELS / "transformers"

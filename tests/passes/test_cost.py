@@ -12,9 +12,11 @@ import onnx_ir as ir
 import pytest
 from conftest import conv_relu_conv
 
-from onnxprune.compiler.model_io import load_model, resolve_input_shapes
+from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes import cost
-from onnxprune.passes.cost import model_cost, node_cost, static_shapes
+from onnxprune.passes import shapes as shapes_module
+from onnxprune.passes.cost import model_cost, node_cost
+from onnxprune.passes.shapes import static_shapes
 
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
@@ -216,15 +218,15 @@ def test_static_shapes_falls_back_to_onnxruntime(monkeypatch):
     # ONNX data propagation stops at the float Mul, so z's shape is unknown to inference.
     model = _model(COMPUTED_RESHAPE)
     asked = []
-    real = cost._measured_shapes
-    monkeypatch.setattr(cost, "_measured_shapes", lambda m, c, names, feeds=None: asked.append(names) or real(m, c, names, feeds))
+    real = shapes_module._measured_shapes
+    monkeypatch.setattr(shapes_module, "_measured_shapes", lambda m, c, names, feeds=None: asked.append(names) or real(m, c, names, feeds))
     shapes = static_shapes(model, {"x": (2, 3, 4, 4)})
     assert asked == [["z", "y"]]
     assert shapes["z"] == (2, 3, 4, 4) and shapes["y"] == (2, 48)
 
 
 def test_no_fallback_when_inference_suffices(monkeypatch):
-    monkeypatch.setattr(cost, "_measured_shapes", lambda *a: pytest.fail("ran ONNX Runtime"))
+    monkeypatch.setattr(shapes_module, "_measured_shapes", lambda *a: pytest.fail("ran ONNX Runtime"))
     static_shapes(load_model(conv_relu_conv()))
 
 

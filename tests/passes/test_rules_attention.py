@@ -16,10 +16,11 @@ import pytest
 from onnx import TensorProto as T
 from support import rel_err, zero_consumer_slices
 
-from onnxprune.compiler.model_io import load_model, ort_session, run_session
 from onnxprune.compiler.pipeline import analyze, prune, take_kept
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.model_io import load_model
 from onnxprune.passes.cost import model_cost
+from onnxprune.runtime.session import ort_session, run_session
 
 
 def attention_model(kind: str, hq: int, hkv: int, d: int, past: bool, D: int = 16, seed: int = 0, extra=()):

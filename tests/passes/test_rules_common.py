@@ -14,11 +14,10 @@ import onnx.parser
 import onnx_ir as ir
 import pytest
 
-from onnxprune.compiler.model_io import (
-    load_model, make_sample_inputs, ort_session, resolve_input_shapes, run_session,
-)
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.model_io import load_model, make_sample_inputs, resolve_input_shapes
+from onnxprune.runtime.session import ort_session, run_session
 
 IR_VERSION = {17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
 

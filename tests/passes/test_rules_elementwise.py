@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_rules_common import (
-    analysis, assert_frozen, build, const_input, group_of, producer, prune_and_check,
+    analysis,
+    assert_frozen,
+    build,
+    const_input,
+    group_of,
+    producer,
+    prune_and_check,
 )
 
 from onnxprune.passes.rules.elementwise import UNARY

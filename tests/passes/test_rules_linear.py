@@ -4,11 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_rules_common import (
-    analysis, assert_frozen, attr, build, const_input, group_of, inexact_reasons, producer,
+    analysis,
+    assert_frozen,
+    attr,
+    build,
+    const_input,
+    group_of,
+    inexact_reasons,
+    producer,
     prune_and_check,
 )
 
-from onnxprune.compiler.model_io import load_model
+from onnxprune.model_io import load_model
 
 # -- Conv ------------------------------------------------------------------------------
 

@@ -5,10 +5,18 @@ import numpy as np
 import onnx
 import pytest
 from test_rules_common import (
-    analysis, attr, build, const_input, group_of, inexact_reasons, producer, prune_and_check,
+    analysis,
+    attr,
+    build,
+    const_input,
+    group_of,
+    inexact_reasons,
+    producer,
+    prune_and_check,
 )
 
 from onnxprune.compiler.pipeline import prune
+
 
 def _positive(*shape):
     return (np.random.default_rng(7).random(shape) + 0.5).astype(np.float32)

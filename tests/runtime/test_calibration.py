@@ -12,7 +12,12 @@ import onnxruntime as ort
 import pytest
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.runtime.calibration import CalibrationData, ImagePreprocess, load_calibration, parse_preprocess
+from onnxprune.runtime.calibration import (
+    CalibrationData,
+    ImagePreprocess,
+    load_calibration,
+    parse_preprocess,
+)
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DIGITS_MODEL = MODELS / "digits" / "digits_resnet.onnx"

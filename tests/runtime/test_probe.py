@@ -12,13 +12,14 @@ import onnx_ir as ir
 import pytest
 
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.model_io import load_model, ort_session, run_session
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.runtime.probe import Candidate, ProbeModel, default_tap
+from onnxprune.runtime.session import ort_session, run_session
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "models")
 ZOO = sorted(glob.glob(os.path.join(ROOT, "zoo", "*.onnx")))

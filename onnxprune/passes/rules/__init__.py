@@ -40,4 +40,12 @@ def default_rule(ctx, reason: str) -> None:
 
 
 # Importing the modules fills the tables.
-from onnxprune.passes.rules import attention, contrib, elementwise, layout, linear, norms, reductions  # noqa: E402,F401
+from onnxprune.passes.rules import (  # noqa: E402,F401
+    attention,
+    contrib,
+    elementwise,
+    layout,
+    linear,
+    norms,
+    reductions,
+)

@@ -13,7 +13,11 @@ import numpy as np
 from onnxprune.passes.dims import FIXED
 from onnxprune.passes.rules import default_rule, register
 from onnxprune.passes.shape_tensors import (
-    ConstEntry, ShapeEntry, const_slice, entries_of_input, privatize,
+    ConstEntry,
+    ShapeEntry,
+    const_slice,
+    entries_of_input,
+    privatize,
 )
 
 BIG = 2**62  # Slice bounds at or beyond this mean "to the end"

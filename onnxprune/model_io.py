@@ -1,5 +1,6 @@
-"""Model input/output: load and validate, save atomically, concrete input shapes,
-sample inputs, and ONNX Runtime sessions.
+"""Model input/output: load and validate, save atomically, concrete input shapes and
+sample inputs. The bottom layer: it imports nothing else from onnxprune but the error
+type, and everything else may import it (ONNX Runtime sessions are `runtime/session.py`).
 
 Every user-facing failure is an `OnnxPruneError` whose message is one line saying what
 is wrong and what to do about it.
@@ -64,7 +65,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
             model = ir.serde.deserialize_model(source)
         except Exception as err:  # onnx-ir raises several types; all mean "unreadable"
             raise OnnxPruneError(
-                f"{label} could not be read into onnx-ir ({_first_line(err)}): "
+                f"{label} could not be read into onnx-ir ({first_line(err)}): "
                 "re-export the model with a current exporter"
             ) from err
     else:
@@ -83,7 +84,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
             ) from err
         except Exception as err:
             raise OnnxPruneError(
-                f"{path} could not be read as an ONNX model ({_first_line(err)}): pass a .onnx file exported by "
+                f"{path} could not be read as an ONNX model ({first_line(err)}): pass a .onnx file exported by "
                 "torch.onnx.export, tf2onnx or paddle2onnx"
             ) from err
     check_supported(model, allow_quantized=allow_quantized, label=label)
@@ -218,7 +219,7 @@ def _node_label(node: ir.Node) -> str:
     return f"node producing '{outputs[0]}'" if outputs else "an unnamed node"
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -282,7 +283,7 @@ def save_model(
         raise
     except Exception as err:
         raise OnnxPruneError(
-            f"could not save {path} ({_first_line(err)}): check free disk space and permissions"
+            f"could not save {path} ({first_line(err)}): check free disk space and permissions"
         ) from err
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -496,89 +497,3 @@ def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: ir.Da
     if dtype.is_floating_point():
         return rng.standard_normal(shape, dtype=np.float32).astype(np_dtype)
     return rng.integers(0, 10, size=shape).astype(np_dtype)
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-def ort_session(
-    model: ir.Model | onnx.ModelProto | str | os.PathLike,
-    *,
-    providers: list | None = None,
-    intra_op_num_threads: int = 1,
-):
-    """An onnxruntime.InferenceSession for `model` (CPU, basic graph optimisations).
-
-    One intra-op thread by default, for bit-for-bit repeatable results. An ir.Model is
-    passed as bytes when under 2 GB, else saved to a temporary directory that lives as
-    long as the session. Does not cache sessions.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise OnnxPruneError(
-            "onnxruntime is not installed: pip install onnxprune[cpu] (or onnxprune[gpu] for CUDA)"
-        ) from err
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.intra_op_num_threads = intra_op_num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    providers = providers or ["CPUExecutionProvider"]
-    keep_alive = None
-    if isinstance(model, ir.Model):
-        if prefers_file(model):
-            keep_alive = tempfile.TemporaryDirectory(prefix="onnxprune-")
-            source = os.path.join(keep_alive.name, "model.onnx")
-            save_model(model, source, external_data=True)
-        else:
-            source = to_proto(model).SerializeToString()
-    elif isinstance(model, onnx.ModelProto):
-        source = model.SerializeToString()
-    else:
-        source = os.fspath(model)
-    try:
-        session = ort.InferenceSession(source, sess_options=options, providers=providers)
-    except Exception as err:
-        raise OnnxPruneError(f"ONNX Runtime could not load the model: {_first_line(err)}") from err
-    if keep_alive is not None:
-        session._onnxprune_tmpdir = keep_alive  # deleted with the session
-    return session
-
-
-def run_session(session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run `session` on numpy feeds; return every output by name as a numpy array.
-
-    ONNX Runtime's Python API has no numpy type for bfloat16, so when an input or output
-    is bfloat16 the feeds go in as OrtValues and outputs are copied out of their CPU
-    buffers as ml_dtypes.bfloat16. Runtime failures become OnnxPruneError.
-    """
-    import onnxruntime as ort
-
-    names = [o.name for o in session.get_outputs()]
-    bf16 = ir.DataType.BFLOAT16.numpy()
-    try:
-        uses_bf16 = any(a.dtype == bf16 for a in feeds.values()) or any(
-            o.type == "tensor(bfloat16)" for o in session.get_outputs()
-        )
-        if not uses_bf16:
-            return dict(zip(names, session.run(None, dict(feeds))))
-        values = {
-            name: ort.OrtValue.ortvalue_from_numpy_with_onnx_type(a.view(np.uint16), onnx.TensorProto.BFLOAT16)
-            if a.dtype == bf16
-            else ort.OrtValue.ortvalue_from_numpy(a)
-            for name, a in feeds.items()
-        }
-        return {name: _ortvalue_to_numpy(v) for name, v in zip(names, session.run_with_ort_values(None, values))}
-    except Exception as err:
-        raise OnnxPruneError(f"ONNX Runtime failed running the model: {_first_line(err)}") from err
-
-
-def _ortvalue_to_numpy(value) -> np.ndarray:
-    if value.data_type() != "tensor(bfloat16)":
-        return value.numpy()
-    import ctypes
-
-    nbytes = value.tensor_size_in_bytes()
-    raw = (ctypes.c_uint8 * nbytes).from_address(value.data_ptr()) if nbytes else b""
-    return np.frombuffer(bytes(raw), dtype=np.uint16).view(ir.DataType.BFLOAT16.numpy()).reshape(value.shape())
