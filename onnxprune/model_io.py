@@ -23,6 +23,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.passes.name_nodes import NameNodesPass
 
 # Domains whose ops we know how to reason about; anything else is a custom op we
 # cannot propagate channel removals through.
@@ -57,7 +58,9 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
     From a path, `ir.load` is used so external data stays memory-mapped: no weight is
     read here (external files are only `stat`-ed). From a ModelProto, external data
     locations resolve relative to the current directory; pass the path instead when the
-    model has external data. Does not run shape inference or the ONNX checker.
+    model has external data. Names unnamed nodes and renames duplicates
+    (`NameNodesPass`): a node's name is its identity in everything onnxprune does. Does
+    not run shape inference or the ONNX checker.
     """
     if isinstance(source, onnx.ModelProto):
         label = "the given ModelProto"
@@ -87,6 +90,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
                 f"{path} could not be read as an ONNX model ({first_line(err)}): pass a .onnx file exported by "
                 "torch.onnx.export, tf2onnx or paddle2onnx"
             ) from err
+    # Node names are node identity from here on (analysis, blocks, probe, plans).
+    NameNodesPass()(model)
     check_supported(model, allow_quantized=allow_quantized, label=label)
     return model
 
@@ -168,7 +173,7 @@ def _check_domains(model: ir.Model, label: str) -> None:
     for node, _where in _all_nodes(model):
         if node.domain not in allowed:
             raise OnnxPruneError(
-                f"op {node.op_type} ({_node_label(node)}) is in unknown domain '{node.domain}' (custom op): "
+                f"op {node.op_type} (node '{node.name}') is in unknown domain '{node.domain}' (custom op): "
                 "export with standard ONNX ops only"
             )
 
@@ -180,7 +185,7 @@ def _check_control_flow(model: ir.Model, label: str) -> None:
         )
         if node.op_type in _CONTROL_FLOW_OPS or has_subgraph:
             raise OnnxPruneError(
-                f"control-flow op {node.op_type} ({_node_label(node)}{where}) is not supported: "
+                f"control-flow op {node.op_type} (node '{node.name}'{where}) is not supported: "
                 "export without control flow (e.g. a static loop unrolled)"
             )
 
@@ -189,7 +194,7 @@ def _check_quantized(model: ir.Model, label: str) -> None:
     for node, where in _all_nodes(model):
         if node.op_type in _QUANTIZED_OPS or node.op_type.startswith(_QUANTIZED_PREFIXES):
             raise OnnxPruneError(
-                f"quantized models are not supported ({label} has {node.op_type}, {_node_label(node)}{where}): "
+                f"quantized models are not supported ({label} has {node.op_type}, node '{node.name}'{where}): "
                 "prune the float model, then quantize"
             )
 
@@ -210,13 +215,6 @@ def _all_nodes(model: ir.Model) -> Iterator[tuple[ir.Node, str]]:
 def graph_inputs(model: ir.Model) -> list[ir.Value]:
     """The graph inputs a caller must feed: initializers listed as inputs are excluded."""
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
-
-
-def _node_label(node: ir.Node) -> str:
-    if node.name:
-        return f"node '{node.name}'"
-    outputs = [v.name for v in node.outputs if v is not None]
-    return f"node producing '{outputs[0]}'" if outputs else "an unnamed node"
 
 
 def first_line(err: BaseException) -> str:

@@ -49,7 +49,7 @@ from onnxprune.compiler.selection import emptied_axes
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.blocks import Block, find_blocks
-from onnxprune.passes.channel_analysis import ChannelAnalysis, node_label
+from onnxprune.passes.channel_analysis import ChannelAnalysis
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
@@ -105,7 +105,7 @@ def _build_parent(model: ir.Model, input_shapes, taps, criterion: str, feeds=Non
     scores, _ = class_scores(an, criterion if criterion != "activation" else "l1")
     if criterion == "activation" and feeds is not None:
         scores = activation_scores(probe, an, feeds)
-    node_of = {node_label(n, i): i for i, n in enumerate(an.nodes)}
+    node_of = {n.name: i for i, n in enumerate(an.nodes)}
     return _Parent(work, an, blocks, probe, scores, node_of)
 
 

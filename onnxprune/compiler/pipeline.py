@@ -26,11 +26,7 @@ from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import declared_input_shapes, load_model, resolve_input_shapes
-from onnxprune.passes.channel_analysis import (
-    ChannelAnalysis,
-    analyze_channels,
-    node_label,
-)
+from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels
 from onnxprune.passes.cost import model_cost
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.interface import resizable_io
@@ -216,8 +212,8 @@ def inspect(source, *, input_shapes=None, resize_io=(), resize_cache: bool = Tru
             }
         )
     nodes = [
-        {"name": node_label(n, i), "op_type": row.op_type, "macs": row.macs, "params": row.params}
-        for i, (n, row) in enumerate(zip(an.nodes, cost.rows))
+        {"name": n.name, "op_type": row.op_type, "macs": row.macs, "params": row.params}
+        for n, row in zip(an.nodes, cost.rows)
     ]
     return {
         "input_shapes": {k: list(v) for k, v in shapes_in.items()},

@@ -63,6 +63,8 @@ from collections.abc import Callable, Iterable, Mapping
 import networkx as nx
 import onnx_ir as ir
 
+from onnxprune.passes.name_nodes import name_nodes
+
 Shape = tuple[int, ...]
 
 _STANDARD = frozenset({"", "ai.onnx"})
@@ -90,7 +92,7 @@ class Block:
     """One residual block. Names refer to the model `find_blocks` ran on."""
 
     id: int  # index in topological order of the Add, among all blocks
-    add: str  # the Add node (node names: see `node_label`)
+    add: str  # the Add node's name (unique: see passes/name_nodes.py)
     entry: str  # x: the value entering the block (the shortcut's source)
     exit: str  # the Add's output
     branch: tuple[str, ...]  # nodes of f (topological order); what removal deletes
@@ -120,13 +122,16 @@ def find_blocks(model: ir.Model, shapes: Mapping[str, Shape] | None = None) -> l
 
     `shapes` (value name -> shape, e.g. `static_shapes(model)`) is optional: where it,
     or the model's own annotations, give both shapes, an Add that broadcasts x is not
-    removable, and a change of width starts a new stage. Does not modify `model`.
+    removable, and a change of width starts a new stage. A Block names its nodes, so
+    unnamed or duplicate-named nodes of `model` are named first (`name_nodes`, as
+    `load_model` does); nothing else of `model` is changed.
     """
     return [r.block for r in find_regions(model, shapes)]
 
 
 def find_regions(model: ir.Model, shapes: Mapping[str, Shape] | None = None) -> list[_Region]:
     """`find_blocks` with the IR nodes of each branch (used by RemoveBlocksPass)."""
+    name_nodes(model.graph)
     with _cycle_collector_paused():
         return _Analysis(model, shapes).run()
 
@@ -368,8 +373,10 @@ class _Analysis:
                 for use in out.uses():
                     c = self.index.get(use.node)
                     if c is not None and c != a and c not in region and self.pdom.has(c):
-                        reader = f"node '{use.node.name}'" if use.node.name else f"a {use.node.op_type} node"
-                        return f"branch value '{out.name}' escapes the block: it is also read by {reader} outside it"
+                        return (
+                            f"branch value '{out.name}' escapes the block: it is also read by node "
+                            f"'{use.node.name}' outside it"
+                        )
         return "the branch reads a value computed from its entry outside the block (not single-entry)"
 
     # ------------------------------------------------------------------ projection
@@ -492,16 +499,16 @@ class _Analysis:
             shortcut = [self.nodes[n] for n in sorted(info.get("shortcut", ()))]
             block = Block(
                 id=block_id,
-                add=node_label(add),
+                add=add.name,
                 entry=entry.name or "",
                 exit=exit_value.name or "",
-                branch=tuple(node_label(n) for n in nodes),
+                branch=tuple(n.name for n in nodes),
                 kind=info["kind"],
                 removable=info["removable"],
                 reason=info["reason"],
                 stage=stage,
                 first_in_stage=first,
-                shortcut=tuple(node_label(n) for n in shortcut),
+                shortcut=tuple(n.name for n in shortcut),
             )
             regions.append(_Region(block=block, add=add, entry_index=entry_index, nodes=nodes))
             previous_exit = exit_value
@@ -555,15 +562,6 @@ class _Tree:
         return ta is not None and tb is not None and ta <= tb and self.tout[b] <= self.tout[a]
 
 
-def node_label(node: ir.Node) -> str:
-    """How a Block names a node: its name, or for an unnamed node
-    ``<op_type -> first output>`` (output names are unique in a graph)."""
-    if node.name:
-        return node.name
-    first = next((v.name for v in node.outputs if v is not None and v.name), "?")
-    return f"<{node.op_type} -> {first}>"
-
-
 def _topological(graph: ir.Graph) -> list[ir.Node]:
     """The graph's nodes in a topological order: the stored order when it is one."""
     nodes = list(graph)
@@ -612,7 +610,7 @@ def block_macs(
                 return tuple(value.const_value.shape)
             return shape
 
-    by_name = {node_label(node): node for node in model.graph}
+    by_name = {node.name: node for node in model.graph}
     result = {}
     for block in blocks:
         names = (*block.branch, *block.shortcut)
@@ -620,4 +618,4 @@ def block_macs(
     return result
 
 
-__all__ = ["Block", "block_macs", "find_blocks", "find_regions", "node_label"]
+__all__ = ["Block", "block_macs", "find_blocks", "find_regions"]

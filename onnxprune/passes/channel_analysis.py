@@ -25,10 +25,7 @@ import onnx_ir as ir
 
 from onnxprune.passes.constants import const_array, is_const
 from onnxprune.passes.dims import FIXED, DimTable, UnitTable
-
-
-def node_label(node: ir.Node, index: int) -> str:
-    return node.name or f"{node.op_type}_{index}"
+from onnxprune.passes.name_nodes import name_nodes
 
 
 @dataclass
@@ -99,6 +96,7 @@ class ChannelAnalysis:
     def __init__(self, model: ir.Model, shapes: dict[str, tuple]):
         self.model = model
         self.graph = model.graph
+        name_nodes(self.graph)  # rules, reasons and plans name nodes (load_model did it already)
         self.shapes = shapes
         self.units = UnitTable()
         self.dims = DimTable(self.units)
@@ -198,7 +196,7 @@ class ChannelAnalysis:
         """Nodes the user asked to leave alone keep every channel they read or write."""
         if not names:
             return
-        by_name = {node_label(n, i): i for i, n in enumerate(self.nodes)}
+        by_name = {n.name: i for i, n in enumerate(self.nodes)}
         unknown = [n for n in names if n not in by_name]
         if unknown:
             from onnxprune.errors import OnnxPruneError
@@ -310,7 +308,7 @@ class NodeContext:
         self.index = index
         self.dims = an.dims
         self.units = an.units
-        self.label = node_label(node, index)
+        self.label = node.name
         self.opset = an.opset
         self._outs: dict[int, list[int]] = {}
 

@@ -640,7 +640,6 @@ def _unchecked_reads(ctx, source, value, elems: list, depth: int) -> list[tuple[
     a reader no rule checks: [(axes, reader description)]. Follows the 1-D shape
     arithmetic that `entries_of_input` traces (Gather/Slice by constants, Concat,
     Unsqueeze/Squeeze/Cast/Identity)."""
-    from onnxprune.passes.channel_analysis import node_label
     from onnxprune.passes.constants import const_array
 
     every = frozenset().union(*elems) if elems else frozenset()
@@ -649,7 +648,7 @@ def _unchecked_reads(ctx, source, value, elems: list, depth: int) -> list[tuple[
         found.append((every, f"graph output '{value.name}'"))
     for use in value.uses():
         node, idx = use.node, use.idx
-        label = f"{node.op_type} '{node_label(node, ctx.an.node_index.get(id(node), 0))}'"
+        label = f"{node.op_type} '{node.name}'"
         nxt = None
         if (node.op_type, idx) in (("Reshape", 1), ("Expand", 1), ("Resize", 3)):
             # Checked by those rules, for each element they can trace back to `source`.
