@@ -35,9 +35,9 @@ import numpy as np
 
 from onnxprune.compiler.plan import PruningPlan
 from onnxprune.errors import OnnxPruneError
+from onnxprune.passes.rules import record
 from onnxprune.passes.slice_channels import const_slicings
 
-_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -68,6 +68,24 @@ def _following_bn(keys: list[str], after: str, size: int, state_dict) -> str | N
                 return prefix
             return None
     return None
+
+
+def _weight_slot(node, index: int):
+    """The op record's weight layout for input `index` of `node` (None: not a weight)."""
+    rec = record(node)
+    return None if rec is None or rec.weights is None else rec.weights(node).get(index)
+
+
+def _is_bias(node, index: int) -> bool:
+    slot = _weight_slot(node, index)
+    return slot is not None and slot.in_axis is None
+
+
+def _outputs_on_axis_0(node, index: int) -> bool:
+    """A weight whose axis 0 holds its output features: a BatchNorm the exporter folded
+    into it follows its axis-0 slicing (Conv, and Gemm with transB=1)."""
+    slot = _weight_slot(node, index)
+    return slot is not None and slot.in_axis is not None and slot.out_axis == 0
 
 
 def _take(tensor, keep_by_axis: dict[int, np.ndarray]):
@@ -103,9 +121,10 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
             return value.name
         for ni, ii in uses:
             node = an.nodes[ni]
-            path = module_path(node.name or "")
-            if path and node.op_type in _WEIGHTED and ii in (1, 2):
-                key = f"{path}.{'weight' if ii == 1 else 'bias'}"
+            path = module_path(node.name)
+            slot = _weight_slot(node, ii)
+            if path and slot is not None:
+                key = f"{path}.{'bias' if slot.in_axis is None else 'weight'}"
                 if key in state_dict:
                     return key
         return None
@@ -125,7 +144,7 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
         key = mapped_key(value, uses)
         if key is None:
             # A bias folded in from a BatchNorm: the conv's weight carries the mapping.
-            if any(an.nodes[ni].op_type in _WEIGHTED and ii == 2 for ni, ii in uses):
+            if any(_is_bias(an.nodes[ni], ii) for ni, ii in uses):
                 continue
             unmapped.append(value.name)
             continue
@@ -135,7 +154,7 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
             continue
         out[key] = _take(tensor, masks)
         sliced[key] = {"from": value.name, "axes": {a: int((~m).sum()) for a, m in masks.items()}}
-        if key.endswith(".weight") and 0 in masks and any(an.nodes[ni].op_type in ("Conv", "Gemm") for ni, _ in uses):
+        if key.endswith(".weight") and 0 in masks and any(_outputs_on_axis_0(an.nodes[ni], ii) for ni, ii in uses):
             bn = _following_bn(keys, key, len(masks[0]), state_dict)
             if bn is not None:
                 for name in _BN_KEYS:

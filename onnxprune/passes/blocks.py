@@ -34,13 +34,13 @@ How blocks are found (`find_blocks`):
    region, and the region holds a weighted op (``Add(g(x), f(x))``).
 5. Stages: blocks in order; a block opens a new stage when it is a projection block,
    when its entry is not the previous block's exit after shape-keeping single-input ops
-   (ReLU, LayerNorm, ...), or when the exit shape differs (where shapes are known).
+   (ReLU, LayerNorm, ...: their records' `keeps_shape`), or when the exit shape differs (where shapes are known).
    Consecutive blocks of equal width form one stage even where the source framework had
    two modules (digits_resnet's layer1 and layer2, both 32 wide, are one stage of 6).
 
-A region must contain at least one weighted op (Conv, ConvTranspose, Gemm, MatMul,
-Einsum or a fused contrib attention/matmul): ``x + 0.044715·x³`` inside a tanh-GELU is an
-Add of x and a function of x, but not a residual block.
+A region must contain at least one weighted op (its op record says `weighted`: Conv,
+ConvTranspose, Gemm, MatMul, Einsum, a fused contrib attention/matmul): ``x + 0.044715·x³``
+inside a tanh-GELU is an Add of x and a function of x, but not a residual block.
 
 Complexity: building the graph and both dominator trees is linear in practice
 (networkx's Cooper-Harvey-Kennedy iteration; its worst case is quadratic, not met by
@@ -58,30 +58,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import networkx as nx
 import onnx_ir as ir
 
 from onnxprune.passes.name_nodes import name_nodes
+from onnxprune.passes.cost import node_cost
+from onnxprune.passes.rules import record
+from onnxprune.passes.shapes import ShapeOf, shape_lookup
 
 Shape = tuple[int, ...]
 
 _STANDARD = frozenset({"", "ai.onnx"})
-_WEIGHTED = frozenset({
-    ("", "Conv"), ("", "ConvTranspose"), ("", "Gemm"), ("", "MatMul"), ("", "Einsum"),
-    ("com.microsoft", "Attention"), ("com.microsoft", "MultiHeadAttention"),
-    ("com.microsoft", "GroupQueryAttention"), ("com.microsoft", "FusedMatMul"),
-    ("com.microsoft", "FusedConv"), ("com.microsoft", "FusedGemm"),
-})
-# Ops that keep their single activation input's shape: a block's entry reached from the
-# previous block's exit only through these chains into it (same stage).
-_SHAPE_KEEPING = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Swish", "Mish", "Softplus", "Tanh", "Clip", "Identity", "Dropout",
-    "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
-    "SimplifiedLayerNormalization", "Add", "Sub", "Mul", "Div", "Erf", "Cast",
-})
 _ROOT, _EXIT = -1, -2
 # How far back (in shape-keeping ops) a block's entry may lie from the previous exit.
 _CHAIN_STEPS = 16
@@ -457,7 +446,7 @@ class _Analysis:
     # ------------------------------------------------------------------ helpers
 
     def _weighted(self, vertices: Iterable[int]) -> bool:
-        return any((self.nodes[n].domain or "", self.nodes[n].op_type) in _WEIGHTED for n in vertices)
+        return any(_record_says(self.nodes[n], "weighted") for n in vertices)
 
     def _float(self, value: ir.Value) -> bool:
         return value.dtype is None or value.dtype.is_floating_point()
@@ -521,13 +510,18 @@ class _Analysis:
             if value is previous_exit:
                 return True
             producer = value.producer()
-            if producer is None or producer.op_type not in _SHAPE_KEEPING or producer.domain not in _STANDARD:
+            if producer is None or not _record_says(producer, "keeps_shape"):
                 return False
             data = [v for v in producer.inputs if self.is_activation(v)]
             if len(data) != 1:
                 return False
             value = data[0]
         return False
+
+
+def _record_says(node: ir.Node, flag: str) -> bool:
+    rec = record(node)
+    return rec is not None and getattr(rec, flag)
 
 
 class _Tree:
@@ -584,9 +578,6 @@ def _topological(graph: ir.Graph) -> list[ir.Node]:
 # --------------------------------------------------------------------------- cost
 
 
-ShapeOf = Callable[[ir.Value], "Shape | None"]
-
-
 def block_macs(
     model: ir.Model, blocks: Iterable[Block], shapes: Mapping[str, Shape] | ShapeOf | None = None
 ) -> dict[int, int]:
@@ -594,22 +585,7 @@ def block_macs(
     block id, under `onnxprune.passes.cost.node_cost`'s convention. `shapes` is a
     `shape_of` callback, a value name -> shape mapping (e.g. `static_shapes(model)`), or
     None to compute `static_shapes(model)` here. Does not modify `model`."""
-    from onnxprune.passes.cost import node_cost
-    from onnxprune.passes.shapes import static_shapes
-
-    if shapes is None:
-        shapes = static_shapes(model)
-    if callable(shapes):
-        shape_of = shapes
-    else:
-        table = dict(shapes)
-
-        def shape_of(value: ir.Value) -> Shape | None:
-            shape = table.get(value.name)
-            if shape is None and value.const_value is not None:
-                return tuple(value.const_value.shape)
-            return shape
-
+    shape_of = shape_lookup(model, shapes)
     by_name = {node.name: node for node in model.graph}
     result = {}
     for block in blocks:

@@ -26,6 +26,8 @@ import onnx_ir as ir
 from onnxprune.passes.constants import const_array, is_const
 from onnxprune.passes.dims import FIXED, DimTable, UnitTable
 from onnxprune.passes.name_nodes import name_nodes
+from onnxprune.passes.rules import default_rule, record
+from onnxprune.passes.shape_values import ShapeValues
 
 
 @dataclass
@@ -108,6 +110,8 @@ class ChannelAnalysis:
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         self.groups: list[ChannelGroup] = []
         self.resizable: frozenset[str] = frozenset()
+        # What the small integer tensors hold: shape provenance for the rules.
+        self.shape_values = ShapeValues(self.shape_of)
 
     # -- shapes and variables -------------------------------------------------
     def shape_of(self, value: ir.Value | None) -> tuple | None:
@@ -148,8 +152,6 @@ class ChannelAnalysis:
         """`resizable`: names of graph inputs and outputs whose static axes may change
         size (a KV cache, or outputs the user allowed); all other interface axes are
         fixed, so whatever they are tied to is frozen."""
-        from onnxprune.passes.rules import RULES, default_rule
-
         self.resizable = frozenset(resizable)
         for value in self.graph.inputs:
             if value.name in self.resizable:
@@ -159,11 +161,11 @@ class ChannelAnalysis:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 continue
             ctx = NodeContext(self, node, i)
-            rule = RULES.get((node.domain or "", node.op_type))
-            if rule is None:
+            rec = record(node)
+            if rec is None or rec.analyze is None:
                 default_rule(ctx, f"{node.op_type} has no pruning rule")
             else:
-                rule(ctx)
+                rec.analyze(ctx)
             ctx.finish()
         self._freeze_ignored(ignore)
         for value in self.graph.outputs:
@@ -351,6 +353,44 @@ class NodeContext:
     def attr(self, name: str, default=None):
         a = self.node.attributes.get(name)
         return default if a is None else a.value
+
+    def axis_attr(self, name: str, default: int, rank: int) -> int:
+        """An axis attribute, counted from the front."""
+        axis = self.attr(name, default)
+        return axis + rank if axis < 0 else axis
+
+    def list_arg(self, name: str, i: int):
+        """A list given as attribute `name` (older opsets) or as constant input `i`:
+        the ints, None when neither is given, or "runtime" when input `i` is computed."""
+        value = self.attr(name)
+        if value is not None:
+            return list(value)
+        if i < self.n_inputs() and self.input(i) is not None:
+            arr = self.const(i)
+            return "runtime" if arr is None else arr.reshape(-1).tolist()
+        return None
+
+    def data_dims(self, min_rank: int = 0) -> list[int] | None:
+        """The variables of input 0; None (after freezing what the node reads) when its
+        rank is unknown or below `min_rank`."""
+        dims = self.in_dims(0)
+        if dims is None or len(dims) < min_rank:
+            default_rule(self, "input rank unknown")
+            return None
+        return dims
+
+    # shape tensors
+    def entries(self, i: int) -> list | None:
+        """Where each element of shape-tensor input `i` comes from (`shape_values.py`)."""
+        return self.an.shape_values.entries(self.node, i)
+
+    def shape_value(self, j: int):
+        """What output `j` holds, element by element, if it is a small integer tensor."""
+        return self.an.shape_values.of_value(self.node.outputs[j])
+
+    def shape_readers(self) -> list[tuple[frozenset, str]]:
+        """For a Shape/Size node: where the sizes it reads reach a reader no rule checks."""
+        return self.an.shape_values.unchecked_reads(self.node)
 
     # outputs
     def set_out(self, j: int, dims: list[int]) -> None:

@@ -30,7 +30,8 @@ Two numbers per node, kept apart on purpose:
     GlobalAverage/Max/LpPool, Reduce*                   input elements
     Resize, Upsample                                    output elements
   Data movement (Reshape, Transpose, Concat, Shape, Gather, Slice, ...) costs 0.
-  An op without a rule costs 0 and its row says so in `note`.
+  An op without a rule costs 0 and its row says so in `note`. Each op's rule is the
+  ``cost`` of its record, next to its channel rule in `passes/rules/`.
 
 ``params`` -- elements of a node's floating-point constant inputs (initializers and
   Constant outputs). Integer constants (shapes, axes, indices) are not parameters.
@@ -52,9 +53,10 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import onnx_ir as ir
 
+from onnxprune.passes.rules import record
+from onnxprune.passes.rules.costing import UnknownShape
 from onnxprune.passes.shapes import shape_lookup
 
 Shape = tuple[int, ...]
@@ -96,185 +98,6 @@ class CostReport:
         }
 
 
-class _UnknownShape(Exception):
-    """A rule needed the shape of a value that shape_of could not give."""
-
-
-# --------------------------------------------------------------------------- rules
-
-
-def _need(shape_of: ShapeOf, value: ir.Value | None) -> Shape:
-    shape = shape_of(value) if value is not None else None
-    if shape is None:
-        raise _UnknownShape(value.name if value is not None else "<missing input>")
-    return tuple(shape)
-
-
-def _input(node: ir.Node, index: int) -> ir.Value | None:
-    return node.inputs[index] if index < len(node.inputs) else None
-
-
-def _conv(node, shape_of):
-    # W is [C_out, C_in/g, *k]: every output element costs C_in/g·∏k MACs.
-    out = _need(shape_of, node.outputs[0])
-    weight = _need(shape_of, node.inputs[1])
-    return math.prod(out) * math.prod(weight[1:]), 0
-
-
-def _conv_transpose(node, shape_of):
-    # W is [C_in, C_out/g, *k]: every input element is scattered to C_out/g·∏k outputs.
-    x = _need(shape_of, node.inputs[0])
-    weight = _need(shape_of, node.inputs[1])
-    return math.prod(x) * math.prod(weight[1:]), 0
-
-
-def _gemm(node, shape_of):
-    a = _need(shape_of, node.inputs[0])
-    b = _need(shape_of, node.inputs[1])
-    m, k = (a[1], a[0]) if node.attributes.get_int("transA", 0) else (a[0], a[1])
-    n = b[0] if node.attributes.get_int("transB", 0) else b[1]
-    return m * n * k, 0
-
-
-def _matmul(node, shape_of):
-    a = _need(shape_of, node.inputs[0])
-    b = _need(shape_of, node.inputs[1])
-    # numpy semantics: a 1-D left operand is a row, a 1-D right operand a column.
-    a = (1, *a) if len(a) == 1 else a
-    b = (*b, 1) if len(b) == 1 else b
-    batch = np.broadcast_shapes(a[:-2], b[:-2])
-    return math.prod(batch) * a[-2] * b[-1] * a[-1], 0
-
-
-def _per_output_element(ops_per_element: int):
-    def rule(node, shape_of):
-        return 0, ops_per_element * math.prod(_need(shape_of, node.outputs[0]))
-
-    return rule
-
-
-def _per_input_element(node, shape_of):
-    return 0, math.prod(_need(shape_of, node.inputs[0]))
-
-
-def _pool(node, shape_of):
-    kernel = node.attributes.get_ints("kernel_shape", ())
-    return 0, math.prod(_need(shape_of, node.outputs[0])) * math.prod(kernel)
-
-
-def _free(node, shape_of):
-    return 0, 0
-
-
-def _past_len(node, shape_of, index: int, axis: int) -> int:
-    """Cached positions a fused attention adds to the keys (0 without a cache input)."""
-    past = _input(node, index)
-    return _need(shape_of, past)[axis] if past is not None else 0
-
-
-def _scores_and_mix(batch: int, s: int, t: int, q_feats: int, y_feats: int) -> int:
-    # q·kᵀ costs S·T·head_size per head (summed over heads: the query features), and
-    # the softmax-weighted sum of values S·T·head_size_v per head (the output features).
-    return batch * s * t * (q_feats + y_feats)
-
-
-def _ms_attention(node, shape_of):
-    """com.microsoft Attention: the packed QKV projection, then attention per head."""
-    x = _need(shape_of, node.inputs[0])
-    w = _need(shape_of, node.inputs[1])
-    sizes = node.attributes.get_ints("qkv_hidden_sizes", None) or (1, 1, 1)
-    q_feats, v_feats = (w[1] * sizes[0] // sum(sizes), w[1] * sizes[2] // sum(sizes))
-    batch, s = x[0], x[1]
-    t = s + _past_len(node, shape_of, 4, 3)
-    return batch * s * x[2] * w[1] + _scores_and_mix(batch, s, t, q_feats, v_feats), 0
-
-
-def _ms_multi_head_attention(node, shape_of):
-    q = _need(shape_of, node.inputs[0])
-    y = _need(shape_of, node.outputs[0])
-    key = _need(shape_of, node.inputs[1])
-    t = (key[1] if len(key) == 3 else key[2]) + _past_len(node, shape_of, 6, 2)
-    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
-
-
-def _ms_group_query_attention(node, shape_of):
-    q = _need(shape_of, node.inputs[0])
-    y = _need(shape_of, node.outputs[0])
-    # With a cache the keys are past + new (a shared buffer over-counts: an upper bound).
-    t = q[1] + _past_len(node, shape_of, 3, 2)
-    return _scores_and_mix(q[0], q[1], t, y[2], y[2]), 0
-
-
-def _onnx_attention(node, shape_of):
-    q = _need(shape_of, node.inputs[0])
-    key = _need(shape_of, node.inputs[1])
-    y = _need(shape_of, node.outputs[0])
-    if len(q) == 4:  # [batch, heads, seq, head_size]
-        t = key[2] + _past_len(node, shape_of, 4, 2)
-        return _scores_and_mix(q[0], q[2], t, q[1] * q[3], y[1] * y[3]), 0
-    t = key[1] + _past_len(node, shape_of, 4, 2)
-    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
-
-
-_ELEMENTWISE = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Mean", "Sum", "Where",
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Swish", "Mish", "Softplus", "Softsign", "Tanh", "Clip", "ThresholdedRelu",
-    "Abs", "Neg", "Reciprocal", "Sqrt", "Exp", "Log", "Erf", "Sin", "Cos", "Tan", "Sign",
-    "Floor", "Ceil", "Round", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
-    "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "BitShift", "Shrink", "Resize", "Upsample",
-)
-_REDUCTIONS = (
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceSum", "ReduceMax",
-    "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
-    "ReduceSumSquare", "ArgMax", "ArgMin", "CumSum", "TopK", "NonZero",
-)
-_DATA_MOVEMENT = (
-    "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
-    "Squeeze", "Unsqueeze", "Flatten", "Shape", "Size", "Identity", "Constant", "ConstantOfShape",
-    "Expand", "Tile", "Pad", "Cast", "CastLike", "Range", "Dropout", "DepthToSpace", "SpaceToDepth",
-    "ScatterElements", "ScatterND", "OneHot", "Trilu",
-)
-
-COST_RULES: dict[str, Callable[[ir.Node, ShapeOf], tuple[int, int]]] = {
-    "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "BatchNormalization": _per_output_element(2),
-    "InstanceNormalization": _per_output_element(5),
-    "LayerNormalization": _per_output_element(5),
-    "GroupNormalization": _per_output_element(5),
-    "Softmax": _per_output_element(3),
-    "LogSoftmax": _per_output_element(3),
-    "MaxPool": _pool,
-    "AveragePool": _pool,
-    "LpPool": _pool,
-    **{op: _per_output_element(1) for op in _ELEMENTWISE},
-    **{op: _per_input_element for op in _REDUCTIONS},
-    **{op: _free for op in _DATA_MOVEMENT},
-    "Attention": _onnx_attention,
-    "RMSNormalization": _per_output_element(4),
-}
-
-# Ops outside the standard domain, by (domain, op_type). The fused attention ops count
-# their projections (com.microsoft Attention only: the others take projected inputs)
-# and the two per-head products as MACs; fused norms and bias-activations as other ops.
-DOMAIN_COST_RULES: dict[tuple[str, str], Callable[[ir.Node, ShapeOf], tuple[int, int]]] = {
-    ("com.microsoft", "Attention"): _ms_attention,
-    ("com.microsoft", "MultiHeadAttention"): _ms_multi_head_attention,
-    ("com.microsoft", "GroupQueryAttention"): _ms_group_query_attention,
-    ("com.microsoft", "SkipLayerNormalization"): _per_output_element(6),
-    ("com.microsoft", "SkipSimplifiedLayerNormalization"): _per_output_element(5),
-    ("com.microsoft", "EmbedLayerNormalization"): _per_output_element(7),
-    ("com.microsoft", "BiasGelu"): _per_output_element(2),
-    ("com.microsoft", "FastGelu"): _per_output_element(2),
-    ("com.microsoft", "BiasAdd"): _per_output_element(2),
-    ("com.microsoft", "QuickGelu"): _per_output_element(1),
-    ("com.microsoft", "Gelu"): _per_output_element(1),
-}
-
-
 def node_cost(node: ir.Node, shape_of: ShapeOf) -> NodeCost:
     """MACs, parameters and other ops of one node, from `shape_of` alone.
 
@@ -282,16 +105,14 @@ def node_cost(node: ir.Node, shape_of: ShapeOf) -> NodeCost:
     counted where their shapes are known) and `note` says why.
     """
     params = sum(_numel(v, shape_of) or 0 for v in _unique(node.inputs) if is_parameter(v))
-    if node.domain in _STANDARD_DOMAINS:
-        rule = COST_RULES.get(node.op_type)
-    else:
-        rule = DOMAIN_COST_RULES.get((node.domain, node.op_type))
+    rec = record(node)
+    rule = None if rec is None else rec.cost
     if rule is None:
         where = f"{node.domain}::" if node.domain else ""
         return NodeCost(params=params, note=f"no cost rule for {where}{node.op_type}")
     try:
         macs, other = rule(node, shape_of)
-    except _UnknownShape as missing:
+    except UnknownShape as missing:
         return NodeCost(params=params, note=f"shape of '{missing}' unknown")
     return NodeCost(macs=int(macs), params=params, other_ops=int(other))
 

@@ -17,13 +17,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError
-
-# Fused attention ops that carry a cache: (past input index, present output index).
-_CACHE_SLOTS = {
-    ("com.microsoft", "GroupQueryAttention"): ((3, 1), (4, 2)),
-    ("com.microsoft", "MultiHeadAttention"): ((6, 1), (7, 2)),
-    ("", "Attention"): ((4, 1), (5, 2)),
-}
+from onnxprune.passes.rules import record
 
 
 def kv_cache_io(model: ir.Model) -> set[str]:
@@ -35,7 +29,8 @@ def kv_cache_io(model: ir.Model) -> set[str]:
     outputs = {v.name for v in graph.outputs}
     names: set[str] = set()
     for node in graph:
-        for i, j in _CACHE_SLOTS.get((node.domain if node.domain != "ai.onnx" else "", node.op_type), ()):
+        rec = record(node)
+        for i, j in rec.cache if rec is not None else ():
             past = node.inputs[i] if i < len(node.inputs) else None
             present = node.outputs[j] if j < len(node.outputs) else None
             if past is not None and present is not None and past.name in inputs and present.name in outputs:

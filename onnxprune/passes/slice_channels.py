@@ -1,7 +1,7 @@
 """Rewrite: physically remove the chosen channel classes from the graph.
 
 `slice_channels(analysis, removed)` does, in order:
-1. per-op rewrites (`REWRITES`): attributes and shape constants (Conv `group`, Split
+1. per-op rewrites (each op record's `rewrite`): attributes and shape constants (Conv `group`, Split
    sizes, Slice bounds, Reshape/Expand targets, Resize sizes) — read from the
    original constants, replaced copy-on-write;
 2. every constant use whose axes lose positions is sliced; a constant shared by uses
@@ -30,8 +30,8 @@ from onnxprune.passes.constants import (
     set_const_input,
     set_value_array,
 )
-from onnxprune.passes.rules import REWRITES
-from onnxprune.passes.shape_tensors import entries_of_input, write_entry
+from onnxprune.passes.rules import record
+from onnxprune.passes.shape_values import ShapeValues, privatize, write_entry
 
 
 class RewriteContext:
@@ -79,7 +79,12 @@ class RewriteContext:
         return self.out_shape(j)[axis]
 
     def entries(self, i: int, length: int):
-        return entries_of_input(self.node, i, self.an.shape_of) or [None] * length
+        # A fresh analysis: earlier rewrites may have cloned or replaced shape tensors.
+        return ShapeValues(self.an.shape_of).entries(self.node, i) or [None] * length
+
+    def privatize(self, i: int) -> None:
+        """Give input `i` a shape-tensor chain no other node reads before writing it."""
+        privatize(self.graph, self.node, i, self.an.shape_of)
 
     def write_entry(self, entry, value: int) -> None:
         write_entry(self.graph, entry, value)
@@ -159,9 +164,9 @@ def slice_channels(an: ChannelAnalysis, removed: set[int]) -> bool:
     slicings = const_slicings(an, removed)  # before any input is replaced
     # 1. Per-op rewrites of attributes and shape constants.
     for i, node in enumerate(an.nodes):
-        rewrite = REWRITES.get((node.domain or "", node.op_type))
-        if rewrite is not None:
-            rewrite(RewriteContext(an, node, i, removed))
+        rec = record(node)
+        if rec is not None and rec.rewrite is not None:
+            rec.rewrite(RewriteContext(an, node, i, removed))
     # 2. Slice constants, per use, sharing where the slicing agrees.
     for value, plan in slicings.items():
         if plan is None:

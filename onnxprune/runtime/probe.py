@@ -35,12 +35,12 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import graph_inputs, load_model
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.constants import is_const
+from onnxprune.passes.rules import record
 from onnxprune.passes.shapes import symbolic_shapes
 from onnxprune.runtime.session import default_providers, ort_session
 
 GATE_PREFIX = "onnxprune_gate_"
 MASK_INPUT = "onnxprune_mask"
-_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Candidate:
 
 def default_tap(model: ir.Model) -> str:
     """The input of the final classifier layer: walking back from the first graph
-    output, the activation input of the first Gemm/MatMul/Conv with a constant weight."""
+    output, the activation input of the first standard op with weight inputs (its
+    record's `weights`: Gemm, MatMul, Conv, ConvTranspose) that has a constant weight."""
     start = model.graph.outputs[0]
     seen, frontier = set(), [start]
     while frontier:
@@ -62,7 +63,8 @@ def default_tap(model: ir.Model) -> str:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if node.op_type in _WEIGHTED and node.domain in ("", "ai.onnx"):
+        rec = record(node)
+        if rec is not None and rec.weights is not None and rec.domain == "":
             consts = [is_const(v) for v in node.inputs[:2]]
             if any(consts) and not all(consts):
                 return node.inputs[consts.index(False)].name

@@ -18,7 +18,7 @@ from test_rules_common import (
 )
 
 from onnxprune.model_io import load_model
-from onnxprune.passes.shape_tensors import entries_of_input
+from onnxprune.passes.shape_values import entries_of_input
 
 # -- Concat ----------------------------------------------------------------------------
 

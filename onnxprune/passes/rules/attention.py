@@ -14,7 +14,12 @@
 
 Removing a head is exact: softmax runs per head, so the other heads' outputs do not
 change. Rewrites set `num_heads` (and `kv_num_heads`, `q_num_heads`,
-`qkv_hidden_sizes`) to what is left.
+`qkv_hidden_sizes`) to what is left. The past/present inputs and outputs are each op's
+`cache` slots.
+
+MACs: batch·S·T·(q features + output features), the q·kᵀ and softmax·V products, with
+T the keys including the cache; com.microsoft Attention adds its packed projection
+batch·S·hidden·(q+k+v).
 
 What this does not do: prune within a head (head_size stays), prune the packed-QKV
 forms (query carrying K and V, or 5-D packed inputs), or prune heads of a
@@ -26,9 +31,65 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.rules.costing import need, optional_input
+from onnxprune.passes.rules.registry import WeightSlot, default_rule, register
 
 MS = "com.microsoft"
+
+
+# -- costs -----------------------------------------------------------------------------
+def _past_len(node, shape_of, index: int, axis: int) -> int:
+    """Cached positions a fused attention adds to the keys (0 without a cache input)."""
+    past = optional_input(node, index)
+    return need(shape_of, past)[axis] if past is not None else 0
+
+
+def _scores_and_mix(batch: int, s: int, t: int, q_feats: int, y_feats: int) -> int:
+    # q·kᵀ costs S·T·head_size per head (summed over heads: the query features), and
+    # the softmax-weighted sum of values S·T·head_size_v per head (the output features).
+    return batch * s * t * (q_feats + y_feats)
+
+
+def ms_attention_cost(node, shape_of):
+    """com.microsoft Attention: the packed QKV projection, then attention per head."""
+    x = need(shape_of, node.inputs[0])
+    w = need(shape_of, node.inputs[1])
+    sizes = node.attributes.get_ints("qkv_hidden_sizes", None) or (1, 1, 1)
+    q_feats, v_feats = (w[1] * sizes[0] // sum(sizes), w[1] * sizes[2] // sum(sizes))
+    batch, s = x[0], x[1]
+    t = s + _past_len(node, shape_of, 4, 3)
+    return batch * s * x[2] * w[1] + _scores_and_mix(batch, s, t, q_feats, v_feats), 0
+
+
+def ms_multi_head_attention_cost(node, shape_of):
+    q = need(shape_of, node.inputs[0])
+    y = need(shape_of, node.outputs[0])
+    key = need(shape_of, node.inputs[1])
+    t = (key[1] if len(key) == 3 else key[2]) + _past_len(node, shape_of, 6, 2)
+    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
+
+
+def ms_group_query_attention_cost(node, shape_of):
+    q = need(shape_of, node.inputs[0])
+    y = need(shape_of, node.outputs[0])
+    # With a cache the keys are past + new (a shared buffer over-counts: an upper bound).
+    t = q[1] + _past_len(node, shape_of, 3, 2)
+    return _scores_and_mix(q[0], q[1], t, y[2], y[2]), 0
+
+
+def onnx_attention_cost(node, shape_of):
+    q = need(shape_of, node.inputs[0])
+    key = need(shape_of, node.inputs[1])
+    y = need(shape_of, node.outputs[0])
+    if len(q) == 4:  # [batch, heads, seq, head_size]
+        t = key[2] + _past_len(node, shape_of, 4, 2)
+        return _scores_and_mix(q[0], q[2], t, q[1] * q[3], y[1] * y[3]), 0
+    t = key[1] + _past_len(node, shape_of, 4, 2)
+    return _scores_and_mix(q[0], q[1], t, q[2], y[2]), 0
+
+
+def ms_attention_weights(node):
+    return {1: WeightSlot(out_axis=1, in_axis=0), 2: WeightSlot(out_axis=0)}
 
 
 def _heads(arr: np.ndarray, n: int) -> list[np.ndarray]:
@@ -85,7 +146,8 @@ def rewrite_ms_attention(rc) -> None:
         _scale_attr(rc, "qkv_hidden_sizes", keep)
 
 
-@register("Attention", domain=MS, rewrite=rewrite_ms_attention)
+@register("Attention", domain=MS, rewrite=rewrite_ms_attention, cost=ms_attention_cost, weights=ms_attention_weights,
+          weighted=True)
 def ms_attention(ctx) -> None:
     x, w = ctx.in_dims(0), ctx.in_dims(1)
     if x is None or w is None or not ctx.is_const(1) or len(w) != 2:
@@ -111,7 +173,8 @@ def ms_attention(ctx) -> None:
 
 
 # -- com.microsoft MultiHeadAttention ---------------------------------------------------
-@register("MultiHeadAttention", domain=MS, rewrite=rewrite_ms_attention)
+@register("MultiHeadAttention", domain=MS, rewrite=rewrite_ms_attention, cost=ms_multi_head_attention_cost,
+          weighted=True, cache=((6, 1), (7, 2)))
 def ms_multi_head_attention(ctx) -> None:
     """Inputs: query, key, value (3-D, projected upstream), packed bias [q|k|v],
     key padding mask, attention bias, past key, past value; outputs: output, present
@@ -151,7 +214,8 @@ def _cache_axis(ctx, i: int, kv_var: int, head_size: int) -> list[int] | None:
     return dims
 
 
-@register("GroupQueryAttention", domain=MS, rewrite=rewrite_gqa)
+@register("GroupQueryAttention", domain=MS, rewrite=rewrite_gqa, cost=ms_group_query_attention_cost, weighted=True,
+          cache=((3, 1), (4, 2)))
 def ms_group_query_attention(ctx) -> None:
     q, k, v = ctx.in_dims(0), ctx.in_dims(1), ctx.in_dims(2)
     if q is None or k is None or v is None or len(q) != 3 or len(k) != 3:
@@ -193,7 +257,7 @@ def rewrite_onnx_attention(rc) -> None:
         _scale_attr(rc, "kv_num_heads", keep)
 
 
-@register("Attention", rewrite=rewrite_onnx_attention)
+@register("Attention", rewrite=rewrite_onnx_attention, cost=onnx_attention_cost, cache=((4, 1), (5, 2)))
 def onnx_attention(ctx) -> None:
     q, k, v = ctx.in_dims(0), ctx.in_dims(1), ctx.in_dims(2)
     if q is None or k is None or v is None or not (len(q) == len(k) == len(v)):

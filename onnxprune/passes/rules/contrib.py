@@ -5,23 +5,30 @@ is residual Add + bias + LayerNorm over the last axis (inexact over it, like Lay
 EmbedLayerNormalization sums word, position and segment embeddings and normalises the
 sum: the tables' feature axis is the hidden width (inexact, like LayerNorm). The fused
 attention ops are in `attention.py`.
+
+Costs (other ops per output element): SkipLayerNormalization 6, its simplified form 5,
+EmbedLayerNormalization 7, bias-activations (BiasGelu, FastGelu, BiasAdd) 2,
+QuickGelu/Gelu 1.
 """
 
 from __future__ import annotations
 
-from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.rules.costing import per_output_element
 from onnxprune.passes.rules.elementwise import broadcast
+from onnxprune.passes.rules.registry import default_rule, register
 
 MS = "com.microsoft"
 
 
-@register("BiasGelu", "FastGelu", "BiasAdd", "QuickGelu", "Gelu", domain=MS)
 def bias_activation(ctx) -> None:
     """out = act(x + bias): the bias's one axis lines up with x's last axis."""
     broadcast(ctx)
 
 
-@register("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", domain=MS)
+register("BiasGelu", "FastGelu", "BiasAdd", domain=MS, cost=per_output_element(2))(bias_activation)
+register("QuickGelu", "Gelu", domain=MS, cost=per_output_element(1))(bias_activation)
+
+
 def skip_layer_norm(ctx) -> None:
     x = ctx.in_dims(0)
     if x is None:
@@ -42,7 +49,11 @@ def skip_layer_norm(ctx) -> None:
         ctx.set_out(3, out)  # input + skip + bias, before normalisation
 
 
-@register("EmbedLayerNormalization", domain=MS)
+register("SkipLayerNormalization", domain=MS, cost=per_output_element(6))(skip_layer_norm)
+register("SkipSimplifiedLayerNormalization", domain=MS, cost=per_output_element(5))(skip_layer_norm)
+
+
+@register("EmbedLayerNormalization", domain=MS, cost=per_output_element(7))
 def embed_layer_norm(ctx) -> None:
     """Inputs: ids, segment ids, word / position / segment tables [rows, hidden], gamma,
     beta, mask, position ids. Output 0 (and the optional embedding sum, output 2) is

@@ -5,13 +5,24 @@ The weight's output-feature axis is where units are born (a *source*); its
 input-feature axis is tied to the activation it reads. Grouped convs prune whole
 groups: every input and output channel of one group becomes one unit, which also
 covers depthwise convs (one channel per group) and channel multipliers.
+
+Their MACs (the papers' convention, biases not counted):
+    Conv           N·H_out·W_out·(C_in/g)·C_out·∏k   (any spatial rank)
+    ConvTranspose  N·H_in·W_in·C_in·(C_out/g)·∏k
+    Gemm           M·N·K
+    MatMul         batch·M·N·K, batch dims broadcast, 1-D operands promoted per spec
+Einsum and ORT's FusedConv/FusedGemm/FusedMatMul are weighted too (a residual region
+needs one) but have no channel or cost rule: their channels freeze.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.rules.costing import need
+from onnxprune.passes.rules.registry import WeightSlot, default_rule, op, register
 
 
 def union_blocks(ctx, in_arr, out_arr, groups: int) -> None:
@@ -41,11 +52,82 @@ def rewrite_group_attr(rc) -> None:
     rc.set_attr_int("group", new_groups)
 
 
-@register("Conv", rewrite=rewrite_group_attr)
-def conv(ctx) -> None:
+# -- costs and weight layouts ---------------------------------------------------------
+def conv_cost(node, shape_of):
+    # W is [C_out, C_in/g, *k]: every output element costs C_in/g·∏k MACs.
+    out = need(shape_of, node.outputs[0])
+    weight = need(shape_of, node.inputs[1])
+    return math.prod(out) * math.prod(weight[1:]), 0
+
+
+def conv_transpose_cost(node, shape_of):
+    # W is [C_in, C_out/g, *k]: every input element is scattered to C_out/g·∏k outputs.
+    x = need(shape_of, node.inputs[0])
+    weight = need(shape_of, node.inputs[1])
+    return math.prod(x) * math.prod(weight[1:]), 0
+
+
+def gemm_cost(node, shape_of):
+    a = need(shape_of, node.inputs[0])
+    b = need(shape_of, node.inputs[1])
+    m, k = (a[1], a[0]) if node.attributes.get_int("transA", 0) else (a[0], a[1])
+    n = b[0] if node.attributes.get_int("transB", 0) else b[1]
+    return m * n * k, 0
+
+
+def matmul_cost(node, shape_of):
+    a = need(shape_of, node.inputs[0])
+    b = need(shape_of, node.inputs[1])
+    # numpy semantics: a 1-D left operand is a row, a 1-D right operand a column.
+    a = (1, *a) if len(a) == 1 else a
+    b = (*b, 1) if len(b) == 1 else b
+    batch = np.broadcast_shapes(a[:-2], b[:-2])
+    return math.prod(batch) * a[-2] * b[-1] * a[-1], 0
+
+
+def conv_weights(node):
+    return {1: WeightSlot(out_axis=0, in_axis=1), 2: WeightSlot(out_axis=0)}
+
+
+def conv_transpose_weights(node):
+    return {1: WeightSlot(out_axis=1, in_axis=0), 2: WeightSlot(out_axis=0)}
+
+
+def gemm_weights(node):
+    trans_b = node.attributes.get_int("transB", 0)
+    return {1: WeightSlot(out_axis=0 if trans_b else 1, in_axis=1 if trans_b else 0), 2: WeightSlot(out_axis=-1)}
+
+
+def matmul_weights(node):
+    return {1: WeightSlot(out_axis=-1, in_axis=-2)}
+
+
+# -- channel rules ----------------------------------------------------------------------
+def _conv_operands(ctx):
+    """(x, w) variables of a Conv/ConvTranspose with a constant weight, else None
+    (after freezing what it reads)."""
     x, w = ctx.in_dims(0), ctx.in_dims(1)
     if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
-        return default_rule(ctx, "weight is not a constant (or ranks unknown)")
+        default_rule(ctx, "weight is not a constant (or ranks unknown)")
+        return None
+    return x, w
+
+
+def _conv_output(ctx, x, out_c) -> None:
+    """The bias (one value per output channel) and the output [N, C_out, spatial...]."""
+    if ctx.input(2) is not None:
+        out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
+        ctx.role(2, 0, "out")
+    out_shape = ctx.out_shape(0) or (None,) * len(x)
+    ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
+
+
+@register("Conv", rewrite=rewrite_group_attr, cost=conv_cost, weights=conv_weights, weighted=True)
+def conv(ctx) -> None:
+    operands = _conv_operands(ctx)
+    if operands is None:
+        return
+    x, w = operands
     groups = ctx.attr("group", 1)
     ctx.source(1, 0)
     ctx.role(1, 0, "out")
@@ -60,19 +142,16 @@ def conv(ctx) -> None:
         else:
             union_blocks(ctx, in_arr, out_arr, groups)
         ctx.freeze(w[1], "channels within a group")  # never sliced: whole groups go
-    out_c = w[0]
-    if ctx.input(2) is not None:
-        out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
-        ctx.role(2, 0, "out")
-    out_shape = ctx.out_shape(0) or (None,) * len(x)
-    ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
+    _conv_output(ctx, x, w[0])
 
 
-@register("ConvTranspose", rewrite=rewrite_group_attr)
+@register("ConvTranspose", rewrite=rewrite_group_attr, cost=conv_transpose_cost, weights=conv_transpose_weights,
+          weighted=True)
 def conv_transpose(ctx) -> None:
-    x, w = ctx.in_dims(0), ctx.in_dims(1)
-    if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
-        return default_rule(ctx, "weight is not a constant (or ranks unknown)")
+    operands = _conv_operands(ctx)
+    if operands is None:
+        return
+    x, w = operands
     groups = ctx.attr("group", 1)
     ctx.tie(x[1], w[0], "input channels")
     ctx.role(1, 0, "in")
@@ -93,14 +172,10 @@ def conv_transpose(ctx) -> None:
             union_blocks(ctx, in_arr, out_arr, groups)
         ctx.freeze(w[1], "channels within a group")
         out_c = ctx.derived(out_arr)
-    if ctx.input(2) is not None:
-        out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
-        ctx.role(2, 0, "out")
-    out_shape = ctx.out_shape(0) or (None,) * len(x)
-    ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
+    _conv_output(ctx, x, out_c)
 
 
-@register("Gemm")
+@register("Gemm", cost=gemm_cost, weights=gemm_weights, weighted=True)
 def gemm(ctx) -> None:
     a, b = ctx.in_dims(0), ctx.in_dims(1)
     if a is None or b is None or len(a) != 2 or len(b) != 2:
@@ -128,7 +203,7 @@ def gemm(ctx) -> None:
     ctx.set_out(0, out)
 
 
-@register("MatMul")
+@register("MatMul", cost=matmul_cost, weights=matmul_weights, weighted=True)
 def matmul(ctx) -> None:
     a, b = ctx.in_dims(0), ctx.in_dims(1)
     if a is None or b is None:
@@ -149,8 +224,12 @@ def matmul(ctx) -> None:
         ctx.source(0, len(a) - 2)
         ctx.role(0, len(a) - 1, "in")
         ctx.role(0, len(a) - 2, "out")
-    # Batch axes broadcast like an elementwise op.
-    a_batch, b_batch = a[:-2], b[:-2]
+    out = _batch_axes(ctx, a[:-2], b[:-2]) + ([a_m] if a_m is not None else []) + ([b_n] if b_n is not None else [])
+    ctx.set_out(0, out)
+
+
+def _batch_axes(ctx, a_batch, b_batch) -> list[int]:
+    """MatMul's batch axes broadcast like an elementwise op."""
     n = max(len(a_batch), len(b_batch))
     batch = []
     for axis in range(n):
@@ -167,5 +246,8 @@ def matmul(ctx) -> None:
             for var in cands:  # blocks batched through q·kᵀ / p·v are heads
                 ctx.tag(var, "attention")
             batch.append(ctx.tie(cands[0], cands[1], "batch axes"))
-    out = batch + ([a_m] if a_m is not None else []) + ([b_n] if b_n is not None else [])
-    ctx.set_out(0, out)
+    return batch
+
+
+op("Einsum", weighted=True)
+op("FusedMatMul", "FusedConv", "FusedGemm", domain="com.microsoft", weighted=True)

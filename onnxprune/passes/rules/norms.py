@@ -2,39 +2,47 @@
 GroupNorm prunes whole groups (also exact); LayerNorm/RMSNorm over a pruned axis
 change their statistics, so those channels are marked inexact (still prunable —
 transformer hidden width depends on it — but never claimed to be lossless).
+
+Costs (other ops per output element): BatchNormalization 2 (inference form: a folded
+scale and shift); Instance/Layer/GroupNormalization 5 (mean, variance, normalise,
+scale, shift); RMSNormalization 4.
 """
 
 from __future__ import annotations
 
-from onnxprune.passes.rules import default_rule, register
+from onnxprune.passes.rules.costing import per_output_element
 from onnxprune.passes.rules.linear import union_blocks
+from onnxprune.passes.rules.registry import default_rule, register
 
 
-@register("BatchNormalization")
-def batch_norm(ctx) -> None:
-    x = ctx.in_dims(0)
-    if x is None or len(x) < 2:
-        return default_rule(ctx, "input rank unknown")
+def _per_channel(ctx, x, roles) -> int:
+    """Tie each present parameter input (index, role) to the channel axis x[1]."""
     c = x[1]
-    for i, role in ((1, "bn_scale"), (2, "param"), (3, "stat"), (4, "stat")):
+    for i, role in roles:
         if ctx.input(i) is not None:
             c = ctx.tie(c, ctx.in_dims(i)[0], "per-channel parameters")
             ctx.role(i, 0, role)
+    return c
+
+
+@register("BatchNormalization", cost=per_output_element(2), keeps_shape=True)
+def batch_norm(ctx) -> None:
+    x = ctx.data_dims(min_rank=2)
+    if x is None:
+        return
+    c = _per_channel(ctx, x, ((1, "bn_scale"), (2, "param"), (3, "stat"), (4, "stat")))
     ctx.set_out(0, [x[0], c] + x[2:])
     for j in (1, 2):  # training-mode running statistics outputs
         if j < len(ctx.node.outputs):
             ctx.set_out(j, [c])
 
 
-@register("InstanceNormalization")
+@register("InstanceNormalization", cost=per_output_element(5), keeps_shape=True)
 def instance_norm(ctx) -> None:
-    x = ctx.in_dims(0)
-    if x is None or len(x) < 2:
-        return default_rule(ctx, "input rank unknown")
-    c = x[1]
-    for i in (1, 2):
-        c = ctx.tie(c, ctx.in_dims(i)[0], "per-channel parameters")
-        ctx.role(i, 0, "param")
+    x = ctx.data_dims(min_rank=2)
+    if x is None:
+        return
+    c = _per_channel(ctx, x, ((1, "param"), (2, "param")))
     ctx.set_out(0, [x[0], c] + x[2:])
 
 
@@ -46,11 +54,11 @@ def rewrite_num_groups(rc) -> None:
     rc.set_attr_int("num_groups", groups * int(keep.sum()) // len(keep))
 
 
-@register("GroupNormalization", rewrite=rewrite_num_groups)
+@register("GroupNormalization", rewrite=rewrite_num_groups, cost=per_output_element(5), keeps_shape=True)
 def group_norm(ctx) -> None:
-    x = ctx.in_dims(0)
-    if x is None or len(x) < 2:
-        return default_rule(ctx, "input rank unknown")
+    x = ctx.data_dims(min_rank=2)
+    if x is None:
+        return
     groups = ctx.attr("num_groups")
     arr = ctx.dims.array(x[1])
     if arr is None:
@@ -67,13 +75,11 @@ def group_norm(ctx) -> None:
     ctx.set_out(0, x)
 
 
-@register("LayerNormalization", "RMSNormalization")
 def layer_norm(ctx) -> None:
-    x = ctx.in_dims(0)
+    x = ctx.data_dims()
     if x is None:
-        return default_rule(ctx, "input rank unknown")
-    axis = ctx.attr("axis", -1)
-    axis = axis + len(x) if axis < 0 else axis
+        return
+    axis = ctx.axis_attr("axis", -1, len(x))
     out = list(x)
     for i in (1, 2):
         params = ctx.in_dims(i) if ctx.input(i) is not None else None
@@ -86,3 +92,7 @@ def layer_norm(ctx) -> None:
         ctx.inexact(out[a], "normalises over this axis: removing channels changes the statistics")
         ctx.tag(out[a], "normalized")
     ctx.set_out(0, out)
+
+
+register("LayerNormalization", cost=per_output_element(5), keeps_shape=True)(layer_norm)
+register("RMSNormalization", cost=per_output_element(4))(layer_norm)

@@ -3,23 +3,38 @@
 Pooling works per channel (exact). Reducing or normalising *over* a prunable axis
 (ReduceMean over channels, Softmax over features) is marked inexact; ArgMax/ArgMin
 over one would return different indices, so those axes are frozen.
+
+Costs (other ops): MaxPool/AveragePool/LpPool output elements × ∏kernel_shape;
+global pools and reductions (and ArgMax, CumSum, TopK, NonZero) one per input element;
+Softmax/LogSoftmax 3 per output element (exp, sum, divide).
 """
 
 from __future__ import annotations
 
-from onnxprune.passes.rules import default_rule, register
+import math
 
-POOLS = (
-    "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
-    "GlobalLpPool",
+from onnxprune.passes.rules.costing import need, per_input_element, per_output_element
+from onnxprune.passes.rules.registry import default_rule, op, register
+
+POOLS = ("MaxPool", "AveragePool", "LpPool")
+GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+REDUCTIONS = (
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
 )
+# The axes input of these takes axes (a shape slot: folding stops there).
+_AXES_INPUT = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
 
 
-@register(*POOLS)
+def pool_cost(node, shape_of):
+    kernel = node.attributes.get_ints("kernel_shape", ())
+    return 0, math.prod(need(shape_of, node.outputs[0])) * math.prod(kernel)
+
+
 def pool(ctx) -> None:
-    x = ctx.in_dims(0)
-    if x is None or len(x) < 2:
-        return default_rule(ctx, "input rank unknown")
+    x = ctx.data_dims(min_rank=2)
+    if x is None:
+        return
     out_shape = ctx.out_shape(0) or (None,) * len(x)
     ctx.set_out(0, x[:2] + [ctx.fixed(s) for s in out_shape[2:]])
     idx = ctx.node.outputs[1] if len(ctx.node.outputs) > 1 else None
@@ -27,6 +42,10 @@ def pool(ctx) -> None:
     # check at the end of the walk would not see the channels it exposes.
     if idx is not None and idx.name and (idx.uses() or idx.is_graph_output()):
         ctx.freeze(x[1], "MaxPool indices encode channel positions")
+
+
+register(*POOLS, cost=pool_cost)(pool)
+register(*GLOBAL_POOLS, cost=per_input_element)(pool)
 
 
 def reduce_axes(ctx, rank: int) -> list[int] | None:
@@ -42,14 +61,10 @@ def reduce_axes(ctx, rank: int) -> list[int] | None:
     return sorted(a + rank if a < 0 else a for a in axes)
 
 
-@register(
-    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
-)
 def reduce(ctx) -> None:
-    x = ctx.in_dims(0)
+    x = ctx.data_dims()
     if x is None:
-        return default_rule(ctx, "input rank unknown")
+        return
     axes = reduce_axes(ctx, len(x))
     if axes is None:
         return default_rule(ctx, "reduction axes computed at runtime")
@@ -66,13 +81,16 @@ def reduce(ctx) -> None:
     ctx.set_out(0, out)
 
 
-@register("ArgMax", "ArgMin")
+register(*_AXES_INPUT, cost=per_input_element, shape_inputs=(1,))(reduce)
+register(*(r for r in REDUCTIONS if r not in _AXES_INPUT), cost=per_input_element)(reduce)
+
+
+@register("ArgMax", "ArgMin", cost=per_input_element)
 def arg_reduce(ctx) -> None:
-    x = ctx.in_dims(0)
+    x = ctx.data_dims()
     if x is None:
-        return default_rule(ctx, "input rank unknown")
-    axis = ctx.attr("axis", 0)
-    axis = axis + len(x) if axis < 0 else axis
+        return
+    axis = ctx.axis_attr("axis", 0, len(x))
     ctx.freeze(x[axis], "returns positions along this axis")
     out = [v for a, v in enumerate(x) if a != axis]
     if ctx.attr("keepdims", 1):
@@ -80,14 +98,12 @@ def arg_reduce(ctx) -> None:
     ctx.set_out(0, out)
 
 
-@register("Softmax", "LogSoftmax", "Hardmax")
 def softmax(ctx) -> None:
-    x = ctx.in_dims(0)
+    x = ctx.data_dims()
     if x is None:
-        return default_rule(ctx, "input rank unknown")
+        return
     opset = ctx.an.opset
-    axis = ctx.attr("axis", -1 if opset >= 13 else 1)
-    axis = axis + len(x) if axis < 0 else axis
+    axis = ctx.axis_attr("axis", -1 if opset >= 13 else 1, len(x))
     # Before opset 13 the op flattens everything from `axis` on into one row.
     over = [axis] if opset >= 13 else list(range(axis, len(x)))
     for a in over:
@@ -97,3 +113,7 @@ def softmax(ctx) -> None:
             ctx.inexact(x[a], "normalises over this axis: removing features changes it")
     ctx.set_out(0, x)
 
+
+register("Softmax", "LogSoftmax", cost=per_output_element(3))(softmax)
+register("Hardmax")(softmax)
+op("CumSum", "TopK", "NonZero", cost=per_input_element)
