@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from onnxprune.compiler.everything import prune_everything
-from onnxprune.compiler.layers import Target
+from onnxprune.compiler.target import Target
 from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.probe import Candidate, ProbeModel

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from onnxprune.compiler.everything import prune_everything
-from onnxprune.compiler.layers import Target
+from onnxprune.compiler.target import Target
 from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.session import measure_latency

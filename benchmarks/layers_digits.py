@@ -14,9 +14,10 @@ import time
 
 import numpy as np
 
-from onnxprune.compiler.layers import Target, block_costs, search_layers
+from onnxprune.compiler.layers import search_layers
+from onnxprune.compiler.target import Target
 from onnxprune.model_io import load_model, resolve_input_shapes
-from onnxprune.passes.blocks import find_blocks
+from onnxprune.passes.blocks import block_costs, find_blocks
 from onnxprune.passes.shapes import static_shapes
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.probe import Candidate, ProbeModel

@@ -29,16 +29,16 @@ import time
 import onnx
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxprune.compiler import pipeline
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.plan import PruningPlan
-from onnxprune.compiler.predict import Predictor
+from onnxprune.compiler.report import group_rows
 from onnxprune.compiler.selection import select_removed
 from onnxprune.compiler.verify import verify_model
 from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes.channel_analysis import analyze_channels
 from onnxprune.passes.cost import model_cost
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
+from onnxprune.passes.predict import Predictor
 from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
 from onnxprune.passes.slice_channels import SliceChannelsPass
 
@@ -123,7 +123,7 @@ def _stages(t: _Timer, path: str, *, ratio: float, criterion: str, verify: bool)
 
     def plan_stage():
         plan = PruningPlan.from_removed(an, removed, ratio=ratio, criterion=criterion)
-        rows = pipeline._group_rows(an, removed, used) if hasattr(pipeline, "_group_rows") else None
+        rows = group_rows(an, removed, used)
         return plan, rows
 
     t("plan", plan_stage)

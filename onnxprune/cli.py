@@ -94,50 +94,21 @@ def _shapes(specs: list[str]) -> dict:
 
 
 def _run_prune(args) -> int:
-    from onnxprune.compiler.pipeline import prune
-    from onnxprune.compiler.plan import PruningPlan, write_json_atomic
-    from onnxprune.model_io import save_model
-    from onnxprune.tools.inspect_text import human
+    from onnxprune.compiler.driver import run
+    from onnxprune.compiler.workspace import Options
 
-    if not 0.0 <= args.ratio < 1.0:
-        raise OnnxPruneError(f"--ratio must be in [0, 1), got {args.ratio}")
-    kind_ratios = {k: getattr(args, k) for k in ("heads", "hidden", "channels") if getattr(args, k) is not None}
-    for kind, r in kind_ratios.items():
-        if not 0.0 <= r < 1.0:
-            raise OnnxPruneError(f"--{kind} must be in [0, 1), got {r}")
-    if args.round_to < 1:
-        raise OnnxPruneError(f"--round-to must be at least 1, got {args.round_to}")
-    if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
-        raise OnnxPruneError(f"-o {args.output} is a directory: name the output file, e.g. {os.path.join(args.output, 'pruned.onnx')}")
-    for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan)):
-        if path:
-            where = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(where):
-                raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
-    plan = PruningPlan.load(args.plan) if args.plan else None
+    _check_prune_args(args)
     labelled = None
     if args.eval:
         from onnxprune.runtime.evaluate import load_labelled
 
         labelled = load_labelled(args.eval)
-    if args.method in ("layers", "everything"):
-        result = _prune_cka(args)
-    else:
-        if args.criterion == "activation":
-            raise OnnxPruneError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
-        result = prune(
-            args.model,
-            ratio=args.ratio,
-            criterion=args.criterion,
-            global_ranking=args.global_ranking,
-            round_to=args.round_to,
-            ignore=tuple(args.ignore),
-            input_shapes=_shapes(args.input_shape),
-            plan=plan,
-            kind_ratios=kind_ratios,
-            resize_io=tuple(args.resize_io),
-            resize_cache=not args.keep_cache_shape,
-        )
+    strategy = _strategy(args)
+    options = Options(
+        input_shapes=_shapes(args.input_shape), ignore=tuple(args.ignore), resize_io=tuple(args.resize_io),
+        resize_cache=not args.keep_cache_shape,
+    )
+    result = run(strategy, args.model, options)
     if labelled is not None:
         from onnxprune.model_io import load_model
         from onnxprune.runtime.evaluate import accuracy
@@ -147,86 +118,137 @@ def _run_prune(args) -> int:
             "before": accuracy(load_model(args.model), *labelled),
             "after": accuracy(result.model, *labelled),
         }
-    save_model(result.model, args.output)
-    if args.save_plan:
-        result.plan.save(args.save_plan)
-    if args.report:
-        write_json_atomic(args.report, {**result.report, "plan": result.plan.to_dict()})
-    c = result.report["cost"]
-    if args.method == "layers":
-        b = result.report["blocks"]
-        what = f"{b['dropped']} of {b['removable']} removable residual blocks dropped by CKA"
-    elif args.method == "everything":
-        ch = result.report["chosen"]
-        what = f"{ch['layers'] + ch['neurons']} iterations: {ch['layers']} blocks dropped, {ch['neurons']} channel steps"
-    else:
-        g = result.report["groups"]
-        what = f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups"
-    print(
-        f"{args.model} -> {args.output}: MACs {human(c['before']['macs'])} -> {human(c['after']['macs'])} "
-        f"(-{100 * c['macs_reduction']:.1f} %), params {human(c['before']['params'])} -> "
-        f"{human(c['after']['params'])} (-{100 * c['params_reduction']:.1f} %); {what}; verified with ONNX Runtime"
-    )
-    for change in result.report["interface"]:
-        print(
-            f"{change['direction']} '{change['name']}' changes shape "
-            f"{_dims(change['shape_before'])} -> {_dims(change['shape_after'])}: callers must follow"
-        )
-    lat = result.report.get("latency")
-    if lat:
-        print(
-            f"ONNX Runtime latency (batch 1, 1 thread): {1e3 * lat['before_s']:.3f} ms -> {1e3 * lat['after_s']:.3f} ms "
-            f"({lat['speedup']:.2f}x)"
-        )
-    if labelled is not None:
-        acc = result.report["accuracy"]
-        print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
+    if args.plot:
+        from onnxprune.tools.plot_run import plot_run
+
+        plot_run(result.report, args.plot)
+    _write(args, result)
+    _print_summary(args, result.report)
     return 0
 
 
-def _dims(shape: list) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+def _check_prune_args(args) -> None:
+    if not 0.0 <= args.ratio < 1.0:
+        raise OnnxPruneError(f"--ratio must be in [0, 1), got {args.ratio}")
+    for kind in ("heads", "hidden", "channels"):
+        r = getattr(args, kind)
+        if r is not None and not 0.0 <= r < 1.0:
+            raise OnnxPruneError(f"--{kind} must be in [0, 1), got {r}")
+    if args.round_to < 1:
+        raise OnnxPruneError(f"--round-to must be at least 1, got {args.round_to}")
+    if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
+        raise OnnxPruneError(f"-o {args.output} is a directory: name the output file, e.g. {os.path.join(args.output, 'pruned.onnx')}")
+    for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan),
+                       ("--plot", args.plot)):
+        if path:
+            where = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(where):
+                raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
 
 
-def _prune_cka(args):
-    from onnxprune.compiler.everything import prune_everything
-    from onnxprune.compiler.layers import Target, prune_layers
+def _strategy(args):
+    """The strategy the command line asks for (a saved plan, or --method)."""
+    if args.plan:
+        from onnxprune.compiler.channels import PlanStrategy
+        from onnxprune.compiler.plan import PruningPlan
+
+        if args.method != "channels":
+            raise OnnxPruneError("--plan replays a saved plan (its channels, then its blocks): drop --method")
+        return PlanStrategy(PruningPlan.load(args.plan))
+    if args.method in ("layers", "everything"):
+        return _cka_strategy(args)
+    from onnxprune.compiler.channels import ChannelsStrategy
+
+    if args.criterion == "activation":
+        raise OnnxPruneError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
+    kind_ratios = {k: getattr(args, k) for k in ("heads", "hidden", "channels") if getattr(args, k) is not None}
+    return ChannelsStrategy(args.ratio, args.criterion, args.global_ranking, args.round_to, kind_ratios)
+
+
+def _cka_strategy(args):
+    from onnxprune.compiler.everything import EverythingStrategy
+    from onnxprune.compiler.layers import LayersStrategy
+    from onnxprune.compiler.target import Target
     from onnxprune.model_io import load_model
     from onnxprune.runtime.calibration import load_calibration
 
     if not args.calib:
         raise OnnxPruneError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
-    if args.plan:
-        raise OnnxPruneError("--plan applies channel plans only: drop --plan, or use --method channels")
     if args.min_blocks_per_stage < 0:
         raise OnnxPruneError(f"--min-blocks-per-stage must be >= 0, got {args.min_blocks_per_stage}")
-    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
-        raise OnnxPruneError(f"--plot: directory {os.path.dirname(os.path.abspath(args.plot))} does not exist: create it first")
     target = Target(flops=args.target_flops, params=args.target_params, blocks=args.target_blocks)
     if args.method == "layers" or args.target_latency is None:
         target.check()
     fine_tune = _load_hook(args.fine_tune) if args.fine_tune else None
-    shapes = _shapes(args.input_shape)
     calib = load_calibration(
         args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
-        seed=args.seed, preprocess=args.preprocess, input_shapes=shapes,
+        seed=args.seed, preprocess=args.preprocess, input_shapes=_shapes(args.input_shape),
     )
+    common = dict(min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, debiased=args.debiased)
     if args.method == "layers":
-        result = prune_layers(
-            args.model, calib, target=target, min_per_stage=args.min_blocks_per_stage,
-            taps=args.tap or None, input_shapes=shapes, debiased=args.debiased,
-        )
-    else:
-        result = prune_everything(
-            args.model, calib, target=target, criterion=args.criterion, arbiter=args.arbiter, scope=args.scope,
-            min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, input_shapes=shapes,
-            fine_tune=fine_tune, latency_target=args.target_latency, seed=args.seed, debiased=args.debiased,
-        )
-    if args.plot:
-        from onnxprune.tools.plot_run import plot_run
+        return LayersStrategy(calib, target, **common)
+    return EverythingStrategy(
+        calib, target, criterion=args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
+        latency_target=args.target_latency, seed=args.seed, **common,
+    )
 
-        plot_run(result.report, args.plot)
-    return result
+
+def _write(args, result) -> None:
+    from onnxprune.compiler.plan import write_json_atomic
+    from onnxprune.model_io import save_model
+
+    save_model(result.model, args.output)
+    if args.save_plan:
+        result.plan.save(args.save_plan)
+    if args.report:
+        write_json_atomic(args.report, {**result.report, "plan": result.plan.to_dict()})
+
+
+def _print_summary(args, report: dict) -> None:
+    from onnxprune.tools.inspect_text import human
+
+    c = report["cost"]
+    print(
+        f"{args.model} -> {args.output}: MACs {human(c['before']['macs'])} -> {human(c['after']['macs'])} "
+        f"(-{100 * c['macs_reduction']:.1f} %), params {human(c['before']['params'])} -> "
+        f"{human(c['after']['params'])} (-{100 * c['params_reduction']:.1f} %); {_what(report)}; verified with ONNX Runtime"
+    )
+    for change in report["interface"]:
+        print(
+            f"{change['direction']} '{change['name']}' changes shape "
+            f"{_dims(change['shape_before'])} -> {_dims(change['shape_after'])}: callers must follow"
+        )
+    lat = report.get("latency")
+    if lat:
+        print(
+            f"ONNX Runtime latency (batch 1, 1 thread): {1e3 * lat['before_s']:.3f} ms -> {1e3 * lat['after_s']:.3f} ms "
+            f"({lat['speedup']:.2f}x)"
+        )
+    acc = report.get("accuracy")
+    if acc is not None:
+        print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
+
+
+def _what(report: dict) -> str:
+    """What a run removed, in the words of its method."""
+    b, g = report["blocks"], report["groups"]
+    if report["method"] == "layers":
+        return f"{b['dropped']} of {b['removable']} removable residual blocks dropped by CKA"
+    if report["method"] == "everything":
+        ch = report["chosen"]
+        return f"{ch['layers'] + ch['neurons']} iterations: {ch['layers']} blocks dropped, {ch['neurons']} channel steps"
+    parts = []
+    if g is not None:
+        parts.append(
+            f"{g['channels_removed']} units (channels, neurons or heads) removed from {g['prunable']} of {g['total']} groups"
+        )
+    if b is not None:
+        parts.append(f"{b['dropped']} residual blocks dropped")
+    return ", ".join(parts) or "nothing removed"
+
+
+def _dims(shape: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _load_hook(spec: str):
@@ -279,18 +301,14 @@ def _run_inspect(args) -> int:
 
 def _blocks_info(args) -> tuple[list[dict], str]:
     """Residual blocks of the model as JSON rows and as the text table."""
-    from onnxprune.model_io import load_model, resolve_input_shapes
-    from onnxprune.passes.blocks import block_macs, find_blocks
-    from onnxprune.passes.cost import model_cost
-    from onnxprune.passes.shapes import static_shapes
+    from onnxprune.compiler.workspace import Options, Workspace
+    from onnxprune.passes.blocks import block_macs
     from onnxprune.tools.inspect_blocks import blocks_json, render_blocks
 
-    model = load_model(args.model)
-    shapes = static_shapes(model, resolve_input_shapes(model, _shapes(args.input_shape)))
-    blocks = find_blocks(model, shapes)
-    costs = block_macs(model, blocks, shapes)
-    total = model_cost(model, shapes).total_macs
-    return blocks_json(blocks, costs, total_macs=total), render_blocks(blocks, costs, total_macs=total)
+    ws = Workspace(args.model, Options(input_shapes=_shapes(args.input_shape)))
+    costs = block_macs(ws.model, ws.blocks, ws.shapes)
+    total = ws.cost_before().total_macs
+    return blocks_json(ws.blocks, costs, total_macs=total), render_blocks(ws.blocks, costs, total_macs=total)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ channels removed so far):
 
 Without fine-tuning the parent never leaves the probe: a dropped block is a gate at 0
 and a removed channel a mask at 0, both exact, so one probe session serves the whole
-run and the model is rewritten once at the end (channels first, then blocks). With a
+run and the driver rewrites the model once at the end (channels first, then blocks). With a
 `fine_tune(model) -> model` hook the choice is made physical every iteration, the hook
 runs, and the probe is rebuilt from the fine-tuned model (the plan then composes the
 indices back to the original model's).
@@ -31,7 +31,6 @@ itself, or price latency in the choice (latency is measured, not predicted).
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -41,22 +40,25 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxprune.compiler.channels import PlanStrategy
+from onnxprune.compiler.driver import Decision, run
 from onnxprune.compiler.importance import class_scores
-from onnxprune.compiler.layers import Target, _Progress, eligible
+from onnxprune.compiler.layers import eligible
 from onnxprune.compiler.plan import PruningPlan
-from onnxprune.compiler.predict import Predictor
+from onnxprune.compiler.progress import Progress
 from onnxprune.compiler.selection import emptied_axes
+from onnxprune.compiler.target import Target
+from onnxprune.compiler.workspace import Options, Workspace, analyze, working_copy
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import load_model, resolve_input_shapes
+from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.channel_analysis import ChannelAnalysis
-from onnxprune.passes.remove_blocks import RemoveBlocksPass
+from onnxprune.passes.predict import predicted_cost
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
-from onnxprune.runtime.session import measure_latency, ort_session
+from onnxprune.runtime.session import measure_latency
 
-log = logging.getLogger("onnxprune.everything")
 ARBITERS = ("cka", "layers", "neurons", "random")
 
 
@@ -69,7 +71,7 @@ class _Parent:
     blocks: list[Block]
     probe: ProbeModel
     scores: dict[int, float]
-    node_of: dict[str, int]  # node label -> index in an.nodes
+    node_of: dict[str, int]  # node name -> index in an.nodes
     dropped: set[int] = field(default_factory=set)
     removed: set[int] = field(default_factory=set)
 
@@ -89,50 +91,29 @@ class _Parent:
 
     def cost(self, dropped: set[int], removed: set[int]) -> tuple[int, int]:
         """Predicted MACs and parameters of the parent with `dropped` and `removed`."""
-        skip = self.dropped_nodes(dropped)
-        pred = Predictor(self.an, removed)
-        macs = sum(pred.node_macs(i) for i in range(len(self.an.nodes)) if i not in skip)
-        return macs, pred.total_params(exclude=skip)
+        return predicted_cost(self.an, removed, self.dropped_nodes(dropped))
+
+    def physical(self, options: Options) -> tuple[ir.Model, PruningPlan]:
+        """A copy of the parent with its removals made physical, and their plan."""
+        plan = PruningPlan.from_removed(self.an, self.removed)
+        plan.blocks = [PruningPlan.block_entry(b) for b in self.blocks if b.id in self.dropped]
+        return run(PlanStrategy(plan), self.model, options, verify=False).model, plan
 
 
-def _build_parent(model: ir.Model, input_shapes, taps, criterion: str, feeds=None) -> _Parent:
-    from onnxprune.compiler.pipeline import analyze
-
-    work = load_model(ir.serde.serialize_model(model))
-    an, _, shapes = analyze(work, input_shapes)
-    blocks = find_blocks(an.model, shapes)
+def _parent(an: ChannelAnalysis, blocks: list[Block], taps, criterion: str, feeds) -> _Parent:
     probe = ProbeModel(an.model, taps=taps, blocks=blocks, analysis=an, keep_outputs=True)
     scores, _ = class_scores(an, criterion if criterion != "activation" else "l1")
     if criterion == "activation" and feeds is not None:
-        scores = activation_scores(probe, an, feeds)
+        scores = probe.activation_scores(feeds)
     node_of = {n.name: i for i, n in enumerate(an.nodes)}
-    return _Parent(work, an, blocks, probe, scores, node_of)
+    return _Parent(an.model, an, blocks, probe, scores, node_of)
 
 
-def activation_scores(probe: ProbeModel, an: ChannelAnalysis, feeds) -> dict[int, float]:
-    """Mean |activation| of every class where its group is consumed (the masked inputs
-    of the probe), over the calibration batch: a data-driven criterion."""
-    names = [v.name for n in probe.model.graph if n.name.startswith("onnxprune_mask_mul_") for v in n.inputs[:1]]
-    if not names:
-        return {}
-    session_model = load_model(ir.serde.serialize_model(probe.model))
-    values = {v.name: v for n in session_model.graph for v in n.outputs if v is not None}
-    session_model.graph.outputs.clear()
-    session_model.graph.outputs.extend(values[n] for n in names if n in values)
-    session = ort_session(session_model)
-    full = probe.feeds_for(feeds, [Candidate()])
-    arrays = session.run(None, {i.name: full[i.name] for i in session.get_inputs()})
-    totals: dict[int, list[float]] = {}
-    for node, arr in zip([n for n in probe.model.graph if n.name.startswith("onnxprune_mask_mul_")], arrays):
-        idx_name = node.name.replace("onnxprune_mask_mul_", "onnxprune_mask_idx_")
-        idx = probe.model.graph.initializers[idx_name].const_value.numpy()
-        axis = next(a for a, d in enumerate(arr.shape) if d == len(idx) and a > 0)
-        per_pos = np.abs(arr).mean(axis=tuple(a for a in range(arr.ndim) if a != axis))
-        inverse = {col: (g, c) for g, index in probe.mask_index.items() for c, col in index.items()}
-        for col, value in zip(idx.tolist(), per_pos.tolist()):
-            if col in inverse:
-                totals.setdefault(inverse[col][1], []).append(value)
-    return {c: float(np.mean(v)) for c, v in totals.items()}
+def _tuned_parent(model: ir.Model, options: Options, taps, criterion: str, feeds) -> _Parent:
+    """The parent after fine-tuning: a fresh copy and analysis of the tuned model."""
+    work = working_copy(model)
+    an, _, shapes = analyze(work, options.input_shapes)
+    return _parent(an, find_blocks(work, shapes), taps, criterion, feeds)
 
 
 def _eligible_groups(parent: _Parent, scope: str) -> list:
@@ -197,214 +178,228 @@ def neuron_candidate(parent: _Parent, target_macs: int, scope: str, base_macs: i
     return best
 
 
-def _features(parent: _Parent, calib: CalibrationData, candidates: list[Candidate]) -> list[np.ndarray]:
-    return parent.probe.features(calib.batches(), candidates, stack=8)
+class EverythingStrategy:
+    """See the module docstring. `latency_target` (fraction of latency to remove) stops
+    on ONNX Runtime's measured latency; `measure` records latency every iteration;
+    `on_step(parent, step)` is called after each iteration (after fine-tuning)."""
+
+    method = "everything"
+
+    def __init__(self, calib: CalibrationData, target: Target, *, criterion="l1", arbiter="cka", scope="internal",
+                 min_per_stage=2, taps=None, fine_tune: Callable | None = None, measure=True,
+                 latency_target: float | None = None, seed=0, debiased=False, backend="auto", progress=None,
+                 max_iterations=1000, on_step: Callable | None = None):
+        if arbiter not in ARBITERS:
+            raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")
+        if scope not in ("internal", "all"):
+            raise OnnxPruneError(f"scope must be internal or all, got {scope!r}")
+        if latency_target is None:
+            target.check()
+        elif not 0.0 < latency_target < 1.0:
+            raise OnnxPruneError(f"--target-latency is the fraction of latency to remove, in (0, 1): got {latency_target}")
+        self.calib, self.target, self.criterion, self.arbiter, self.scope = calib, target, criterion, arbiter, scope
+        self.min_per_stage, self.taps, self.fine_tune, self.measure = min_per_stage, taps, fine_tune, measure
+        self.latency_target, self.seed, self.debiased, self.backend = latency_target, seed, debiased, backend
+        self.progress, self.max_iterations, self.on_step = progress, max_iterations, on_step
+
+    def search(self, ws: Workspace) -> Decision:
+        search = _Search(self, ws)
+        while len(search.steps) < self.max_iterations and not search.finished() and search.iterate():
+            pass
+        search.bar.close()
+        return search.decision()
+
+    def settings(self, taps) -> dict:
+        return {
+            "method": "everything", "arbiter": self.arbiter, "criterion": self.criterion, "scope": self.scope,
+            "neuron_groups": "block-internal groups only (residual stream kept)" if self.scope == "internal"
+            else "every exact group, residual stream included",
+            "target": dict(self.target.__dict__), "target_latency": self.latency_target,
+            "min_per_stage": self.min_per_stage, "taps": taps,
+            "calibration": {"samples": self.calib.n, "source": self.calib.source},
+            "cka": "debiased" if self.debiased else "biased", "fine_tune": self.fine_tune is not None,
+        }
 
 
-def materialize(parent: _Parent, input_shapes, verify: bool = False) -> tuple[ir.Model, PruningPlan]:
-    """The parent's removals made physical: channels first (by plan), then blocks."""
-    from onnxprune.compiler.pipeline import prune
+@dataclass
+class _Candidates:
+    """One iteration's two candidates against the parent."""
 
-    plan = PruningPlan.from_removed(parent.an, parent.removed)
-    if parent.removed:
-        model = prune(parent.model, plan=plan, input_shapes=input_shapes, verify=verify).model
-    else:
-        model = load_model(ir.serde.serialize_model(parent.model))
-    if parent.dropped:
-        adds = [b.add for b in parent.blocks if b.id in parent.dropped]
-        present = {b.add: b for b in find_blocks(model)}
-        RemoveBlocksPass([present[a] for a in adds if a in present])(model)
-        from onnx_ir.passes.common import RemoveUnusedNodesPass
-
-        RemoveUnusedNodesPass()(model)
-    plan.blocks = [
-        {"id": b.id, "add": b.add, "entry": b.entry, "exit": b.exit, "stage": b.stage, "branch": list(b.branch)}
-        for b in parent.blocks if b.id in parent.dropped
-    ]
-    return model, plan
+    layer: int | None = None
+    layer_cka: float | None = None
+    block_cost: int = 0
+    neurons: set[int] = field(default_factory=set)
+    neuron_cka: float | None = None
+    neuron_macs: int = 0
+    evaluated: int = 0
+    ref: CKAReference | None = None
 
 
-def prune_everything(
-    source,
-    calib: CalibrationData,
-    *,
-    target: Target,
-    criterion: str = "l1",
-    arbiter: str = "cka",
-    scope: str = "internal",
-    min_per_stage: int = 2,
-    taps=None,
-    input_shapes=None,
-    fine_tune: Callable | None = None,
-    measure: bool = True,
-    latency_target: float | None = None,
-    seed: int = 0,
-    debiased: bool = False,
-    backend: str = "auto",
-    verify: bool = True,
-    progress: bool | None = None,
-    max_iterations: int = 1000,
-    on_step: Callable | None = None,
-):
-    """Run the arbiter until `target`; returns a `PruneResult` (see the module docstring).
+class _Search:
+    """The arbiter's loop state; `iterate` runs one iteration."""
 
-    `latency_target` (fraction of latency to remove) stops on ONNX Runtime's measured
-    latency; `measure` records latency every iteration (needed for `latency_target`)."""
-    from onnxprune.compiler.pipeline import PruneResult, _frac
-    from onnxprune.compiler.verify import verify_model
-    from onnxprune.passes.cost import model_cost
-    from onnxprune.passes.shapes import static_shapes
+    def __init__(self, strategy: EverythingStrategy, ws: Workspace):
+        self.s, self.ws = strategy, ws
+        self.feeds = next(strategy.calib.batches(256))
+        self.parent = _parent(ws.analysis, ws.blocks, strategy.taps, strategy.criterion, self.feeds)
+        self.base_macs, self.base_params = self.parent.cost(set(), set())
+        self.macs, self.params = self.base_macs, self.base_params
+        self.latency_feeds = next(strategy.calib.batches(1))
+        timed = strategy.measure or strategy.latency_target is not None
+        self.base_latency = measure_latency(ws.original, self.latency_feeds) if timed else None
+        self.latency = self.base_latency
+        self.rng = random.Random(strategy.seed)
+        self.bar = Progress(None, strategy.progress)
+        self.steps: list[dict] = []
+        self.history: list[PruningPlan] = []
 
-    if arbiter not in ARBITERS:
-        raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")
-    if scope not in ("internal", "all"):
-        raise OnnxPruneError(f"scope must be internal or all, got {scope!r}")
-    if latency_target is None:
-        target.check()
-    elif not 0.0 < latency_target < 1.0:
-        raise OnnxPruneError(f"--target-latency is the fraction of latency to remove, in (0, 1): got {latency_target}")
-    original = source if isinstance(source, ir.Model) else load_model(source)
-    shapes_in = resolve_input_shapes(original, input_shapes)
-    latency_feeds = next(calib.batches(1))
-    parent = _build_parent(original, input_shapes, taps, criterion, next(calib.batches(256)))
-    base_macs, base_params = parent.cost(set(), set())
-    base_latency = measure_latency(original, latency_feeds) if (measure or latency_target) else None
-    rng = random.Random(seed)
-    bar = _Progress(None, progress)
-    steps: list[dict] = []
-    history_plans: list[PruningPlan] = []
-    macs, params = base_macs, base_params
-    latency = base_latency
-    while len(steps) < max_iterations:
-        cut_macs = 1 - macs / max(base_macs, 1)
-        cut_params = 1 - params / max(base_params, 1)
-        if latency_target is not None:
-            if latency is not None and 1 - latency / base_latency >= latency_target:
-                break
-        elif target.reached(cut_macs, cut_params, len(steps)):
-            break
+    def finished(self) -> bool:
+        if self.s.latency_target is not None:
+            return self.latency is not None and 1 - self.latency / self.base_latency >= self.s.latency_target
+        cut_macs = 1 - self.macs / max(self.base_macs, 1)
+        cut_params = 1 - self.params / max(self.base_params, 1)
+        return self.s.target.reached(cut_macs, cut_params, len(self.steps))
+
+    def features(self, candidates: list[Candidate]):
+        return self.parent.probe.features(self.s.calib.batches(), candidates, stack=8)
+
+    def iterate(self) -> bool:
+        """One iteration; False when neither candidate exists."""
         start = time.perf_counter()
-        current_macs = macs
-        choices = eligible(parent.blocks, parent.dropped, min_per_stage) if arbiter != "neurons" else []
-        candidates = [parent.candidate()]
+        cands = self._layer_candidate()
+        if self.s.arbiter != "layers":
+            self._neuron_candidate(cands)
+        if cands.layer is None and not cands.neurons:
+            return False
+        pick = self._pick(cands)
+        if pick == "layer":
+            self.parent.dropped.add(cands.layer)
+        else:
+            self.parent.removed |= cands.neurons
+        self.macs, self.params = self.parent.cost(self.parent.dropped, self.parent.removed)
+        step = self._step(cands, pick)
+        if self.s.fine_tune is not None or self.s.measure or self.s.latency_target is not None:
+            self._make_physical(step)
+        step["seconds"] = round(time.perf_counter() - start, 4)
+        self.steps.append(step)
+        if self.s.on_step is not None:  # after fine-tuning: the parent is then the tuned model
+            self.s.on_step(self.parent, step)
+        what = f"block {cands.layer}" if pick == "layer" else f"{len(cands.neurons)} channels"
+        self.bar.update(len(self.steps), f"iteration {len(self.steps)}: {what}; MACs −{100 * step['macs_reduction']:.1f} %")
+        return True
+
+    def _layer_candidate(self) -> _Candidates:
+        parent, current = self.parent, self.macs
+        choices = eligible(parent.blocks, parent.dropped, self.s.min_per_stage) if self.s.arbiter != "neurons" else []
+        cands = _Candidates()
+        candidates = [parent.candidate()] + [parent.candidate(blocks=[b]) for b in choices]
+        feats = self.features(candidates) if self.s.arbiter != "random" or choices else []
+        cands.evaluated = len(feats)
+        cands.ref = CKAReference(feats[0], debiased=self.s.debiased, backend=self.s.backend) if feats else None
         if choices:
-            candidates += [parent.candidate(blocks=[b]) for b in choices]
-        feats = _features(parent, calib, candidates) if arbiter != "random" or choices else []
-        evaluated = len(feats)
-        ref = CKAReference(feats[0], debiased=debiased, backend=backend) if feats else None
-        layer, layer_cka, block_cost = None, None, 0
-        if choices:
-            scores = {b: ref.score(f) for b, f in zip(choices, feats[1:])}
-            layer = max(choices, key=lambda b: (scores[b], b))
-            layer_cka = scores[layer]
-            block_cost = current_macs - parent.cost(parent.dropped | {layer}, parent.removed)[0]
-        if block_cost <= 0:  # no block to match: step by the mean block size, or 5 % of the model
+            scores = {b: cands.ref.score(f) for b, f in zip(choices, feats[1:])}
+            cands.layer = max(choices, key=lambda b: (scores[b], b))
+            cands.layer_cka = scores[cands.layer]
+            cands.block_cost = current - parent.cost(parent.dropped | {cands.layer}, parent.removed)[0]
+        if cands.block_cost <= 0:  # no block to match: step by the mean block size, or 5 % of the model
             sizes = [
-                current_macs - parent.cost(parent.dropped | {b.id}, parent.removed)[0]
+                current - parent.cost(parent.dropped | {b.id}, parent.removed)[0]
                 for b in parent.blocks if b.removable and b.id not in parent.dropped
             ]
             sizes = [s for s in sizes if s > 0]
-            block_cost = int(np.mean(sizes)) if sizes else int(0.05 * base_macs)
-        neurons: set[int] = set()
-        neuron_cka = None
-        if arbiter != "layers":
-            neurons = neuron_candidate(parent, block_cost, scope, current_macs)
-            neuron_macs = current_macs - parent.cost(parent.dropped, parent.removed | neurons)[0] if neurons else 0
-            # The random arbiter needs no CKA for the choice, unless there is no layer to pick.
-            if neurons and (arbiter != "random" or layer is None):
-                feat = _features(parent, calib, [parent.candidate(channels=neurons)])[0]
-                evaluated += 1
-                if ref is None:
-                    ref = CKAReference(_features(parent, calib, [parent.candidate()])[0], debiased=debiased, backend=backend)
-                    evaluated += 1
-                neuron_cka = ref.score(feat)
-        if layer is None and not neurons:
-            break
-        if arbiter == "random" and layer is not None and neurons:
-            pick = "layer" if rng.random() < 0.5 else "neurons"
-        elif layer is None:
-            pick = "neurons"
-        elif not neurons:
-            pick = "layer"
-        else:
-            pick = "layer" if layer_cka >= neuron_cka else "neurons"  # ties go to the layer
-        if pick == "layer":
-            parent.dropped.add(layer)
-        else:
-            parent.removed |= neurons
-        macs, params = parent.cost(parent.dropped, parent.removed)
-        step = {
-            "iteration": len(steps) + 1,
-            "layer_candidate": None if layer is None else {"block": layer, "add": next(b.add for b in parent.blocks if b.id == layer), "cka": layer_cka, "macs": block_cost},
-            "neuron_candidate": None if not neurons else {"channels": len(neurons), "cka": neuron_cka, "macs": neuron_macs},
+            cands.block_cost = int(np.mean(sizes)) if sizes else int(0.05 * self.base_macs)
+        return cands
+
+    def _neuron_candidate(self, cands: _Candidates) -> None:
+        parent = self.parent
+        cands.neurons = neuron_candidate(parent, cands.block_cost, self.s.scope, self.macs)
+        if not cands.neurons:
+            return
+        cands.neuron_macs = self.macs - parent.cost(parent.dropped, parent.removed | cands.neurons)[0]
+        # The random arbiter needs no CKA for the choice, unless there is no layer to pick.
+        if self.s.arbiter == "random" and cands.layer is not None:
+            return
+        feat = self.features([parent.candidate(channels=cands.neurons)])[0]
+        cands.evaluated += 1
+        if cands.ref is None:
+            cands.ref = CKAReference(self.features([parent.candidate()])[0], debiased=self.s.debiased,
+                                     backend=self.s.backend)
+            cands.evaluated += 1
+        cands.neuron_cka = cands.ref.score(feat)
+
+    def _pick(self, cands: _Candidates) -> str:
+        if self.s.arbiter == "random" and cands.layer is not None and cands.neurons:
+            return "layer" if self.rng.random() < 0.5 else "neurons"
+        if cands.layer is None:
+            return "neurons"
+        if not cands.neurons:
+            return "layer"
+        return "layer" if cands.layer_cka >= cands.neuron_cka else "neurons"  # ties go to the layer
+
+    def _step(self, cands: _Candidates, pick: str) -> dict:
+        add = next((b.add for b in self.parent.blocks if b.id == cands.layer), None)
+        return {
+            "iteration": len(self.steps) + 1,
+            "layer_candidate": None if cands.layer is None else {
+                "block": cands.layer, "add": add, "cka": cands.layer_cka, "macs": cands.block_cost},
+            "neuron_candidate": None if not cands.neurons else {
+                "channels": len(cands.neurons), "cka": cands.neuron_cka, "macs": cands.neuron_macs},
             "choice": pick,
-            "macs": macs,
-            "params": params,
-            "macs_reduction": round(1 - macs / max(base_macs, 1), 6),
-            "params_reduction": round(1 - params / max(base_params, 1), 6),
-            "probe_evaluations": evaluated,
+            "macs": self.macs,
+            "params": self.params,
+            "macs_reduction": round(1 - self.macs / max(self.base_macs, 1), 6),
+            "params_reduction": round(1 - self.params / max(self.base_params, 1), 6),
+            "probe_evaluations": cands.evaluated,
         }
-        if fine_tune is not None or measure or latency_target is not None:
-            physical, plan = materialize(parent, input_shapes)
-            if measure or latency_target is not None:
-                latency = measure_latency(physical, latency_feeds)
-                step["latency_s"] = latency
-                step["latency_speedup"] = round(base_latency / latency, 4)
-            if fine_tune is not None:
-                history_plans.append(plan)
-                tuned = fine_tune(physical)
-                tuned = load_model(tuned) if isinstance(tuned, (onnx.ModelProto, str)) else tuned
-                # The fine-tuned model is the new parent: costs stay absolute.
-                parent = _build_parent(tuned, input_shapes, taps, criterion, next(calib.batches(256)))
-        step["seconds"] = round(time.perf_counter() - start, 4)
-        steps.append(step)
-        if on_step is not None:  # after fine-tuning: the parent is then the tuned model
-            on_step(parent, step)
-        what = f"block {layer}" if pick == "layer" else f"{len(neurons)} channels"
-        bar.update(len(steps), f"iteration {len(steps)}: {what}; MACs −{100 * step['macs_reduction']:.1f} %")
-    bar.close()
-    model, plan = materialize(parent, input_shapes, verify=False)
-    if fine_tune is not None:
-        if steps:
-            tuned = fine_tune(model)
-            model = load_model(tuned) if isinstance(tuned, (onnx.ModelProto, str)) else tuned
-        history_plans.append(plan)
-        plan = compose_plans(history_plans)
-    plan.meta = {"method": "everything", "arbiter": arbiter, "criterion": criterion, "scope": scope,
-                 "target": dict(target.__dict__), "taps": parent.probe.taps}
-    verification = None
-    if verify:
-        result = verify_model(original, model, shapes_in)
-        verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, shapes_in))
-    before = model_cost(original, static_shapes(original, shapes_in))
-    report = {
-        "settings": {
-            "method": "everything", "arbiter": arbiter, "criterion": criterion, "scope": scope,
-            "neuron_groups": "block-internal groups only (residual stream kept)" if scope == "internal" else "every exact group, residual stream included",
-            "target": dict(target.__dict__), "target_latency": latency_target, "min_per_stage": min_per_stage,
-            "taps": parent.probe.taps, "calibration": {"samples": calib.n, "source": calib.source},
-            "cka": "debiased" if debiased else "biased", "fine_tune": fine_tune is not None,
-        },
-        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
-        "iterations": steps,
-        "chosen": {"layers": sum(s["choice"] == "layer" for s in steps), "neurons": sum(s["choice"] == "neurons" for s in steps)},
-        "cost": {
-            "before": {"macs": before.total_macs, "params": before.total_params},
-            "predicted": {"macs": macs, "params": params},
-            "after": {"macs": after.total_macs, "params": after.total_params},
-            "macs_reduction": _frac(before.total_macs, after.total_macs),
-            "params_reduction": _frac(before.total_params, after.total_params),
-        },
-        "latency": None if base_latency is None else {
-            "before_s": base_latency, "after_s": measure_latency(model, latency_feeds),
-        },
-        "interface": [],
-        "verification": verification,
-    }
-    if report["latency"]:
-        report["latency"]["speedup"] = round(report["latency"]["before_s"] / report["latency"]["after_s"], 4)
-    return PruneResult(model=model, plan=plan, report=report)
+
+    def _make_physical(self, step: dict) -> None:
+        """Measure the parent's latency and run the fine-tuning hook (which then becomes
+        the parent: costs stay absolute)."""
+        s = self.s
+        physical, plan = self.parent.physical(self.ws.options)
+        if s.measure or s.latency_target is not None:
+            self.latency = measure_latency(physical, self.latency_feeds)
+            step["latency_s"] = self.latency
+            step["latency_speedup"] = round(self.base_latency / self.latency, 4)
+        if s.fine_tune is not None:
+            self.history.append(plan)
+            self.parent = _tuned_parent(_as_model(s.fine_tune(physical)), self.ws.options, s.taps, s.criterion,
+                                        self.feeds)
+
+    def decision(self) -> Decision:
+        s, parent = self.s, self.parent
+        meta = {"method": "everything", "arbiter": s.arbiter, "criterion": s.criterion, "scope": s.scope,
+                "target": dict(s.target.__dict__), "taps": parent.probe.taps}
+        decision = Decision(
+            settings=s.settings(parent.probe.taps), plan_meta=meta, iterations=self.steps,
+            predicted={"macs": self.macs, "params": self.params},
+            chosen={"layers": sum(x["choice"] == "layer" for x in self.steps),
+                    "neurons": sum(x["choice"] == "neurons" for x in self.steps)},
+            latency_before=self.base_latency, latency_feeds=self.latency_feeds,
+        )
+        if s.fine_tune is None:
+            decision.removed, decision.dropped = set(parent.removed), sorted(parent.dropped)
+            decision.slice_channels = bool(parent.removed)
+            return decision
+        model, plan = parent.physical(self.ws.options)
+        if self.steps:
+            model = _as_model(s.fine_tune(model))
+        self.history.append(plan)
+        decision.model, decision.plan = model, compose_plans(self.history)
+        decision.plan.meta = meta
+        return decision
+
+
+def _as_model(tuned) -> ir.Model:
+    return load_model(tuned) if isinstance(tuned, (onnx.ModelProto, str)) else tuned
+
+
+def prune_everything(source, calib: CalibrationData, *, target: Target, input_shapes=None, verify: bool = True,
+                     **kwargs):
+    """Run the arbiter until `target`; returns a `PruneResult` (keyword arguments: those
+    of `EverythingStrategy`)."""
+    strategy = EverythingStrategy(calib, target, **kwargs)
+    return run(strategy, source, Options(input_shapes=input_shapes), verify=verify)
 
 
 def compose_plans(plans: list[PruningPlan]) -> PruningPlan:

@@ -18,63 +18,19 @@ strategies do), or remove projection blocks.
 
 from __future__ import annotations
 
-import logging
-import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 
-import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass
-
-from onnxprune.compiler.plan import PruningPlan
-from onnxprune.compiler.verify import verify_model
+from onnxprune.compiler.driver import Decision, run
+from onnxprune.compiler.progress import Progress
+from onnxprune.compiler.target import Target
+from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import load_model, resolve_input_shapes
-from onnxprune.passes.blocks import Block, block_macs, find_blocks
-from onnxprune.passes.cost import model_cost
-from onnxprune.passes.remove_blocks import RemoveBlocksPass
-from onnxprune.passes.shapes import static_shapes
+from onnxprune.passes.blocks import Block, BlockCosts, block_costs
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
-
-log = logging.getLogger("onnxprune.layers")
-
-
-@dataclass
-class Target:
-    """When to stop: a fraction of MACs or params removed, or a number of blocks."""
-
-    flops: float | None = None
-    params: float | None = None
-    blocks: int | None = None
-
-    def check(self) -> None:
-        for name in ("flops", "params"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < 1.0:
-                raise OnnxPruneError(f"--target-{name} is the fraction to remove, in (0, 1): got {value}")
-        if self.blocks is not None and self.blocks < 1:
-            raise OnnxPruneError(f"--target-blocks must be at least 1, got {self.blocks}")
-        if self.flops is None and self.params is None and self.blocks is None:
-            raise OnnxPruneError("give a target: --target-flops R, --target-params R or --target-blocks N")
-
-    def reached(self, macs_cut: float, params_cut: float, dropped: int) -> bool:
-        return (
-            (self.flops is not None and macs_cut >= self.flops - 1e-12)
-            or (self.params is not None and params_cut >= self.params - 1e-12)
-            or (self.blocks is not None and dropped >= self.blocks)
-        )
-
-
-@dataclass
-class BlockCosts:
-    macs: dict[int, int]
-    params: dict[int, int]
-    total_macs: int
-    total_params: int
 
 
 @dataclass
@@ -109,49 +65,6 @@ def stage_key(block: Block) -> tuple:
     return (block.stage, parts[0] if block.add.startswith("/") and len(parts) >= 3 else "")
 
 
-def block_costs(model: ir.Model, blocks: list[Block], shapes: dict) -> BlockCosts:
-    """MACs (branch nodes) and parameters (weights only the branch reads) per block."""
-    macs = block_macs(model, blocks, shapes)
-    cost = model_cost(model, shapes)
-    by_name = {n.name: n for n in model.graph if n.name}
-    params: dict[int, int] = {}
-    for b in blocks:
-        names = set(b.branch)
-        own = 0
-        seen = set()
-        for name in names:
-            node = by_name.get(name)
-            for v in node.inputs if node is not None else ():
-                if v is None or id(v) in seen or v.const_value is None:
-                    continue
-                seen.add(id(v))
-                # A weight shared with nodes outside the branch stays after removal.
-                if all((u.node.name in names) for u in v.uses()) and v.dtype is not None and v.dtype.is_floating_point():
-                    own += int(math.prod(v.const_value.shape))
-        params[b.id] = own
-    return BlockCosts(macs, params, cost.total_macs, cost.total_params)
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; log lines otherwise."""
-
-    def __init__(self, total: int | None, enabled: bool | None = None):
-        self.total = total
-        self.tty = sys.stderr.isatty() if enabled is None else enabled
-
-    def update(self, step: int, text: str) -> None:
-        if self.tty:
-            width = 24
-            done = width if not self.total else min(width, round(width * step / self.total))
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {text}\033[K")
-            sys.stderr.flush()
-        log.info(text)
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-
-
 def search_layers(
     probe: ProbeModel,
     blocks: list[Block],
@@ -172,7 +85,7 @@ def search_layers(
     run = LayerRun()
     dropped: set[int] = set()
     rng = random.Random(seed)
-    bar = _Progress(_expected_steps(blocks, target, min_per_stage), progress)
+    bar = Progress(_expected_steps(blocks, target, min_per_stage), progress)
     macs, params = costs.total_macs, costs.total_params
     while not target.reached(1 - macs / max(costs.total_macs, 1), 1 - params / max(costs.total_params, 1), len(dropped)):
         choices = eligible(blocks, dropped, min_per_stage)
@@ -216,81 +129,45 @@ def _expected_steps(blocks, target, min_per_stage) -> int | None:
     return len(eligible(blocks, set(), min_per_stage)) or None
 
 
-def prune_layers(
-    source,
-    calib: CalibrationData,
-    *,
-    target: Target,
-    min_per_stage: int = 2,
-    taps=None,
-    input_shapes=None,
-    debiased: bool = False,
-    backend: str = "auto",
-    order: str = "cka",
-    seed: int = 0,
-    verify: bool = True,
-    progress: bool | None = None,
-):
-    """Drop residual blocks by CKA until `target`; returns a `PruneResult`."""
-    from onnxprune.compiler.pipeline import PruneResult, _frac, _working_copy
+class LayersStrategy:
+    """See the module docstring; `order="random"` is the paper's baseline."""
 
-    target.check()
-    original = source if isinstance(source, ir.Model) else load_model(source)
-    model = _working_copy(source)
-    shapes_in = resolve_input_shapes(model, input_shapes)
-    shapes = static_shapes(model, shapes_in)
-    blocks = find_blocks(model, shapes)
-    if not any(b.removable and b.kind == "identity" for b in blocks):
-        raise OnnxPruneError("the model has no removable residual block: `onnxprune inspect --blocks MODEL` shows why")
-    costs = block_costs(model, blocks, shapes)
-    probe = ProbeModel(model, taps=taps, blocks=blocks)
-    run = search_layers(
-        probe, blocks, calib, costs, target, min_per_stage=min_per_stage, order=order, seed=seed,
-        debiased=debiased, backend=backend, progress=progress,
-    )
-    by_id = {b.id: b for b in blocks}
-    ir.passes.Sequential(RemoveBlocksPass(run.dropped), RemoveUnusedNodesPass())(model)
-    verification = None
-    if verify:
-        result = verify_model(original, model, shapes_in)
-        verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, shapes_in))
-    predicted = {"macs": run.steps[-1]["macs_after"] if run.steps else costs.total_macs,
-                 "params": run.steps[-1]["params_after"] if run.steps else costs.total_params}
-    plan = PruningPlan(
-        blocks=[_block_entry(by_id[b]) for b in run.dropped],
-        meta={"method": "layers", "target": target.__dict__, "min_per_stage": min_per_stage, "taps": probe.taps},
-    )
-    for step in run.steps:
-        step["add"] = by_id[step["block"]].add
-    report = {
-        "settings": {
-            "method": "layers", "target": dict(target.__dict__), "min_per_stage": min_per_stage,
-            "taps": probe.taps, "calibration": {"samples": calib.n, "source": calib.source},
-            "cka": "debiased" if debiased else "biased", "order": order,
-        },
-        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
-        "blocks": {
-            "total": len(blocks),
-            "removable": sum(1 for b in blocks if b.removable and b.kind == "identity"),
-            "dropped": len(run.dropped),
-        },
-        "iterations": run.steps,
-        "cost": {
-            "before": {"macs": costs.total_macs, "params": costs.total_params},
-            "predicted": predicted,
-            "after": {"macs": after.total_macs, "params": after.total_params},
-            "macs_reduction": _frac(costs.total_macs, after.total_macs),
-            "params_reduction": _frac(costs.total_params, after.total_params),
-        },
-        "interface": [],
-        "verification": verification,
-    }
-    return PruneResult(model=model, plan=plan, report=report)
+    method = "layers"
+
+    def __init__(self, calib: CalibrationData, target: Target, *, min_per_stage=2, taps=None, debiased=False,
+                 backend="auto", order="cka", seed=0, progress=None):
+        target.check()
+        self.calib, self.target, self.min_per_stage, self.taps = calib, target, min_per_stage, taps
+        self.debiased, self.backend, self.order, self.seed, self.progress = debiased, backend, order, seed, progress
+
+    def search(self, ws: Workspace) -> Decision:
+        blocks = ws.blocks
+        if not any(b.removable and b.kind == "identity" for b in blocks):
+            raise OnnxPruneError("the model has no removable residual block: `onnxprune inspect --blocks MODEL` shows why")
+        costs = block_costs(ws.model, blocks, ws.shapes)
+        probe = ProbeModel(ws.model, taps=self.taps, blocks=blocks)
+        run = search_layers(
+            probe, blocks, self.calib, costs, self.target, min_per_stage=self.min_per_stage, order=self.order,
+            seed=self.seed, debiased=self.debiased, backend=self.backend, progress=self.progress,
+        )
+        by_id = {b.id: b for b in blocks}
+        for step in run.steps:
+            step["add"] = by_id[step["block"]].add
+        last = run.steps[-1] if run.steps else {"macs_after": costs.total_macs, "params_after": costs.total_params}
+        settings = {
+            "method": "layers", "target": dict(self.target.__dict__), "min_per_stage": self.min_per_stage,
+            "taps": probe.taps, "calibration": {"samples": self.calib.n, "source": self.calib.source},
+            "cka": "debiased" if self.debiased else "biased", "order": self.order,
+        }
+        return Decision(
+            dropped=run.dropped, settings=settings, iterations=run.steps,
+            plan_meta={"method": "layers", "target": self.target.__dict__, "min_per_stage": self.min_per_stage,
+                       "taps": probe.taps},
+            predicted={"macs": last["macs_after"], "params": last["params_after"]},
+        )
 
 
-def _block_entry(block: Block) -> dict:
-    return {
-        "id": block.id, "add": block.add, "entry": block.entry, "exit": block.exit,
-        "stage": block.stage, "branch": list(block.branch),
-    }
+def prune_layers(source, calib: CalibrationData, *, target: Target, input_shapes=None, verify: bool = True, **kwargs):
+    """Drop residual blocks by CKA until `target`; returns a `PruneResult` (keyword
+    arguments: those of `LayersStrategy`)."""
+    return run(LayersStrategy(calib, target, **kwargs), source, Options(input_shapes=input_shapes), verify=verify)

@@ -1,8 +1,8 @@
-"""The compiler driver for channel pruning.
-
-    load → shapes → channel groups → scores → selection (or a given plan)
-         → predicted cost → slice channels → cleanup → shape inference
-         → verify (checker + ONNX Runtime against the original) → cost after
+"""The library's entry points: `prune` (channels by a weight criterion, or a saved plan),
+`inspect` (what is prunable, what is frozen and why, what it costs), and re-exports of
+the pieces callers combine with them. Every method runs through one driver
+(`compiler/driver.py`): `layers.prune_layers` and `everything.prune_everything` are the
+CKA-guided ones.
 
 `prune` never modifies what it is given: it works on its own copy and returns the
 pruned `ir.Model` with the plan and a JSON-ready report. Writing the file is the
@@ -11,62 +11,14 @@ caller's (or the CLI's) job, through `save_model`, which is atomic.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-import numpy as np
-import onnx
-import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass
-
-from onnxprune.compiler.importance import class_scores
+from onnxprune.compiler.channels import ChannelsStrategy, PlanStrategy
+from onnxprune.compiler.driver import PruneResult, run, take_kept
 from onnxprune.compiler.plan import PruningPlan
-from onnxprune.compiler.predict import Predictor, group_costs
-from onnxprune.compiler.selection import select_removed
-from onnxprune.compiler.verify import verify_model
-from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import declared_input_shapes, load_model, resolve_input_shapes
-from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels
+from onnxprune.compiler.workspace import Options, Workspace, analyze
 from onnxprune.passes.cost import model_cost
-from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
-from onnxprune.passes.interface import resizable_io
-from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
-from onnxprune.passes.slice_channels import SliceChannelsPass, interface_changes
+from onnxprune.passes.predict import group_costs
 
-
-@dataclass
-class PruneResult:
-    model: ir.Model
-    plan: PruningPlan
-    report: dict
-
-
-def _working_copy(source) -> ir.Model:
-    """A model of our own to change. From a path it loads lazily (external data stays
-    memory-mapped); an `ir.Model` given by the caller is never modified."""
-    if isinstance(source, (str, os.PathLike, onnx.ModelProto)):
-        return load_model(source)
-    if isinstance(source, ir.Model):
-        return load_model(ir.serde.serialize_model(source))
-    raise OnnxPruneError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(source).__name__}")
-
-
-def analyze(
-    model: ir.Model, input_shapes=None, ignore=(), resize_io=(), resize_cache: bool = True, feeds=None
-) -> tuple[ChannelAnalysis, dict, dict]:
-    """Channel analysis of a loaded model: (analysis, input shapes, all static shapes).
-
-    Folds shape arithmetic on static dims into constants first (the model is changed:
-    callers pass their working copy). Interface values that may shrink: the KV cache
-    (unless `resize_cache` is False) and the names in `resize_io`. `feeds` are inputs
-    for measuring shapes inference cannot give (default: random)."""
-    resizable = resizable_io(model, resize_io, cache=resize_cache)
-    FoldShapeComputationsPass(symbolic_shapes(model))(model)
-    shapes_in = resolve_input_shapes(model, input_shapes)
-    if feeds is not None and not input_shapes:
-        shapes_in = {k: tuple(np.shape(v)) for k, v in feeds.items()}
-    shapes = static_shapes(model, shapes_in, feeds)
-    return analyze_channels(model, shapes, ignore, resizable), shapes_in, shapes
+__all__ = ["PruneResult", "analyze", "inspect", "prune", "take_kept"]
 
 
 def prune(
@@ -85,7 +37,8 @@ def prune(
     resize_cache: bool = True,
     sample_feeds: dict | None = None,
 ) -> PruneResult:
-    """Prune channel groups of a model; see the module docstring for the stages.
+    """Prune channel groups of a model by `criterion` and `ratio` (or apply `plan`: its
+    channels, then its blocks).
 
     `resize_io` names graph inputs/outputs allowed to shrink (e.g. a hidden-state
     output); a KV cache shrinks with its heads unless `resize_cache` is False. The
@@ -93,104 +46,22 @@ def prune(
     `sample_feeds` (input name -> array) replaces the random inputs used to measure
     shapes and to verify, for models whose inputs must agree with each other (sequence
     lengths, cache lengths)."""
-    original = source if isinstance(source, ir.Model) else load_model(source)
-    model = _working_copy(source)
-    if plan is not None and not resize_io:
-        # A plan made with resized outputs needs them resizable again to apply.
-        resize_io = tuple(plan.meta.get("resize_io", ()))
-    an, shapes_in, shapes = analyze(model, input_shapes, ignore, resize_io, resize_cache, sample_feeds)
-    before = model_cost(model, shapes)
-    scores, used = class_scores(an, criterion)
-    if plan is not None:
-        removed = plan.to_removed(an)
-    else:
-        removed = select_removed(
-            an, scores, ratio, global_ranking=global_ranking, round_to=round_to, kind_ratios=kind_ratios
-        )
-    predictor = Predictor(an, removed)
-    predicted = {"macs": predictor.total_macs(), "params": predictor.total_params()}
-    settings = {
-        "ratio": ratio, "criterion": criterion, "global": global_ranking,
-        "round_to": round_to, "ignore": list(ignore), "kind_ratios": dict(kind_ratios or {}),
-        "resize_io": list(resize_io), "resize_cache": resize_cache,
-    }
-    new_plan = PruningPlan.from_removed(an, removed, **settings)
-    group_rows = _group_rows(an, removed, used)
-    interface = [{k: v for k, v in c.items() if k != "value"} for c in interface_changes(an, removed)]
-    pruned_feeds = None if sample_feeds is None else take_kept(sample_feeds, interface, "input")
-    rewrite = ir.passes.Sequential(
-        SliceChannelsPass(an, removed), RemoveUnusedNodesPass(), InferValueShapesPass()
+    options = Options(
+        input_shapes=input_shapes, ignore=tuple(ignore), resize_io=tuple(resize_io), resize_cache=resize_cache,
+        sample_feeds=sample_feeds,
     )
-    rewrite(model)
-    verification = None
-    if verify:
-        result = verify_model(
-            original, model, shapes_in, resized={c["name"] for c in interface},
-            feeds=sample_feeds, pruned_feeds=pruned_feeds,
-        )
-        verification = {"ok": result.ok, "message": result.message}
-    after = model_cost(model, static_shapes(model, declared_input_shapes(model, shapes_in), pruned_feeds))
-    report = {
-        "settings": settings,
-        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
-        "groups": {
-            "total": len(an.groups),
-            "prunable": sum(1 for g in an.groups if g.prunable),
-            "channels_removed": len(removed),
-            "detail": group_rows,
-        },
-        "cost": {
-            "before": {"macs": before.total_macs, "params": before.total_params},
-            "predicted": predicted,
-            "after": {"macs": after.total_macs, "params": after.total_params},
-            "macs_reduction": _frac(before.total_macs, after.total_macs),
-            "params_reduction": _frac(before.total_params, after.total_params),
-        },
-        "interface": interface,
-        "verification": verification,
-    }
-    return PruneResult(model=model, plan=new_plan, report=report)
-
-
-def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
-    """Arrays for the original interface cut to the pruned one (e.g. a KV cache the
-    caller holds), using the kept indices the report lists per changed axis."""
-    out = dict(arrays)
-    for change in interface:
-        if change["direction"] == direction and change["name"] in out:
-            for axis, kept in change["kept"].items():
-                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
-    return out
-
-
-def _frac(before: int, after: int) -> float:
-    return 0.0 if before == 0 else round(1.0 - after / before, 6)
-
-
-def _group_rows(an: ChannelAnalysis, removed: set[int], used: dict[int, str]) -> list[dict]:
-    rows = []
-    for g in an.groups:
-        gone = sum(1 for c in g.classes if c in removed)
-        rows.append(
-            {
-                "id": g.id,
-                "kind": g.kind,
-                "source": g.sources[0]["tensor"] if g.sources else None,
-                "size": g.size,
-                "prunable": len(g.prunable),
-                "removed": gone,
-                "criterion": used.get(g.id),
-                "exact": g.exact,
-            }
-        )
-    return rows
+    if plan is not None:
+        strategy = PlanStrategy(plan)
+    else:
+        strategy = ChannelsStrategy(ratio, criterion, global_ranking, round_to, kind_ratios)
+    return run(strategy, source, options, verify=verify)
 
 
 def inspect(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True) -> dict:
     """What is prunable, what is frozen and why, and what it costs (JSON-ready)."""
-    model = _working_copy(source)
-    an, shapes_in, shapes = analyze(model, input_shapes, (), resize_io, resize_cache)
-    cost = model_cost(model, shapes)
+    ws = Workspace(source, Options(input_shapes=input_shapes, resize_io=tuple(resize_io), resize_cache=resize_cache))
+    an = ws.analysis
+    cost = model_cost(ws.model, ws.shapes)
     per_group = group_costs(an)
     groups = []
     for g in an.groups:
@@ -216,7 +87,7 @@ def inspect(source, *, input_shapes=None, resize_io=(), resize_cache: bool = Tru
         for n, row in zip(an.nodes, cost.rows)
     ]
     return {
-        "input_shapes": {k: list(v) for k, v in shapes_in.items()},
+        "input_shapes": {k: list(v) for k, v in ws.shapes_in.items()},
         "total": {"macs": cost.total_macs, "params": cost.total_params, "nodes": len(an.nodes)},
         "groups": groups,
         "nodes": nodes,

@@ -1,9 +1,11 @@
 """`PruningPlan`: the contract between deciding and rewriting.
 
 A plan names what goes by the *original initializer names* of the weights whose
-output features make up each group (`conv1.weight` rows 3, 7, ...), so it can be
-written as JSON, edited by hand, applied later to the same model, or mapped onto the
-source framework's parameters (initializer names survive export).
+output features make up each group (`conv1.weight` rows 3, 7, ...), and the residual
+blocks that go by the *name of their Add node* (node names are unique: see
+`passes/name_nodes.py`), so it can be written as JSON, edited by hand, applied later to
+the same model (`--plan`: channels first, then blocks), or mapped onto the source
+framework's parameters (initializer names survive export).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+from onnxprune.compiler.selection import emptied_axes
 from onnxprune.errors import OnnxPruneError
+from onnxprune.passes.blocks import Block
 from onnxprune.passes.channel_analysis import ChannelAnalysis
 
 FORMAT = "onnxprune.plan/1"
@@ -22,7 +26,7 @@ FORMAT = "onnxprune.plan/1"
 @dataclass
 class PruningPlan:
     channels: list[dict] = field(default_factory=list)  # per source weight: removed indices
-    blocks: list[dict] = field(default_factory=list)  # removed residual blocks (later issues)
+    blocks: list[dict] = field(default_factory=list)  # dropped residual blocks, by their Add
     meta: dict = field(default_factory=dict)
 
     # -- from and to the analysis ---------------------------------------------------
@@ -70,8 +74,6 @@ class PruningPlan:
                         f"{an.units.frozen[c][0]}"
                     )
                 removed.add(c)
-        from onnxprune.compiler.selection import emptied_axes
-
         emptied = emptied_axes(an, removed)
         if emptied:
             gid = an.class_group.get(int(an.classes_of(emptied[0])[0]))
@@ -81,6 +83,31 @@ class PruningPlan:
                 "keep at least one index of every group and of every Split/Slice piece"
             )
         return removed
+
+    @staticmethod
+    def block_entry(block: Block) -> dict:
+        """How a plan lists a dropped block (`add` identifies it; the rest informs)."""
+        return {
+            "id": block.id, "add": block.add, "entry": block.entry, "exit": block.exit,
+            "stage": block.stage, "branch": list(block.branch),
+        }
+
+    def to_dropped(self, blocks: list[Block]) -> list[int]:
+        """Ids (in `blocks`, found on the model the plan is applied to) of the blocks this
+        plan drops, matched by their Add's name; errors name what does not match."""
+        by_add = {b.add: b for b in blocks}
+        dropped = []
+        for entry in self.blocks:
+            block = by_add.get(entry.get("add"))
+            if block is None:
+                raise OnnxPruneError(
+                    f"plan drops the block ending at Add {entry.get('add')!r}, which this model does not have: "
+                    "apply the plan to the model it was made from"
+                )
+            if not block.removable:
+                raise OnnxPruneError(f"plan drops block {block.add!r}, which cannot be removed: {block.reason}")
+            dropped.append(block.id)
+        return dropped
 
     # -- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict:

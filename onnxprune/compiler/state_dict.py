@@ -34,7 +34,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.workspace import analyze, working_copy
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import load_model
 from onnxprune.passes.rules import record
 from onnxprune.passes.slice_channels import const_slicings
 
@@ -104,11 +106,8 @@ def _take(tensor, keep_by_axis: dict[int, np.ndarray]):
 
 def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=None, drop_blocks: bool = False):
     """A new state_dict with the plan applied, and a report of what matched."""
-    from onnxprune.compiler.pipeline import analyze
-    from onnxprune.model_io import load_model
-
     loaded = model if not isinstance(model, (str, bytes)) and hasattr(model, "graph") else load_model(model)
-    work = load_model(__import__("onnx_ir").serde.serialize_model(loaded))
+    work = working_copy(loaded)
     an, _, _ = analyze(work, input_shapes)
     removed = plan.to_removed(an) if plan.channels else set()
     keys = list(state_dict)

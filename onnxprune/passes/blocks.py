@@ -58,13 +58,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 from collections.abc import Iterable, Mapping
 
 import networkx as nx
 import onnx_ir as ir
 
+from onnxprune.passes.cost import model_cost, node_cost
 from onnxprune.passes.name_nodes import name_nodes
-from onnxprune.passes.cost import node_cost
 from onnxprune.passes.rules import record
 from onnxprune.passes.shapes import ShapeOf, shape_lookup
 
@@ -594,4 +595,35 @@ def block_macs(
     return result
 
 
-__all__ = ["Block", "block_macs", "find_blocks", "find_regions"]
+@dataclasses.dataclass
+class BlockCosts:
+    macs: dict[int, int]
+    params: dict[int, int]
+    total_macs: int
+    total_params: int
+
+
+def block_costs(model: ir.Model, blocks: list[Block], shapes: dict) -> BlockCosts:
+    """MACs (branch nodes) and parameters (weights only the branch reads) per block."""
+    macs = block_macs(model, blocks, shapes)
+    cost = model_cost(model, shapes)
+    by_name = {n.name: n for n in model.graph if n.name}
+    params: dict[int, int] = {}
+    for b in blocks:
+        names = set(b.branch)
+        own = 0
+        seen = set()
+        for name in names:
+            node = by_name.get(name)
+            for v in node.inputs if node is not None else ():
+                if v is None or id(v) in seen or v.const_value is None:
+                    continue
+                seen.add(id(v))
+                # A weight shared with nodes outside the branch stays after removal.
+                if all((u.node.name in names) for u in v.uses()) and v.dtype is not None and v.dtype.is_floating_point():
+                    own += int(math.prod(v.const_value.shape))
+        params[b.id] = own
+    return BlockCosts(macs, params, cost.total_macs, cost.total_params)
+
+
+__all__ = ["Block", "BlockCosts", "block_costs", "block_macs", "find_blocks", "find_regions"]

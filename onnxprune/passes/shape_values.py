@@ -27,7 +27,12 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from onnxprune.passes.constants import const_array, fresh_name, is_const, set_const_input
+from onnxprune.passes.constants import (
+    const_array,
+    fresh_name,
+    is_const,
+    set_const_input,
+)
 from onnxprune.passes.rules import record
 from onnxprune.passes.shape_elements import (
     MAX_ELEMENTS,

@@ -12,9 +12,9 @@ import pytest
 
 from onnxprune.cli import main
 from onnxprune.compiler.everything import compose_plans, prune_everything
-from onnxprune.compiler.layers import Target
 from onnxprune.compiler.pipeline import analyze, prune
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.target import Target
 from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import find_blocks
 from onnxprune.runtime.calibration import load_calibration

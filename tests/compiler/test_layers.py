@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from onnxprune.cli import main
-from onnxprune.compiler.layers import Target, eligible, prune_layers
+from onnxprune.compiler.layers import eligible, prune_layers
+from onnxprune.compiler.target import Target
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import find_blocks

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from onnxprune.compiler.everything import prune_everything
-from onnxprune.compiler.layers import Target
 from onnxprune.compiler.pipeline import prune
 from onnxprune.compiler.state_dict import apply_plan, module_path
+from onnxprune.compiler.target import Target
 from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.session import ort_session, run_session

@@ -22,6 +22,12 @@ from onnxprune.passes.rules import (  # noqa: F401  (importing them fills OPS)
     reshape,
     shape_ops,
 )
-from onnxprune.passes.rules.registry import OPS, OpRecord, WeightSlot, default_rule, record
+from onnxprune.passes.rules.registry import (
+    OPS,
+    OpRecord,
+    WeightSlot,
+    default_rule,
+    record,
+)
 
 __all__ = ["OPS", "OpRecord", "WeightSlot", "default_rule", "record"]

@@ -105,9 +105,12 @@ class Predictor:
         return total
 
 
-def predict(an: ChannelAnalysis, removed: set[int]) -> dict:
-    p = Predictor(an, removed)
-    return {"macs": p.total_macs(), "params": p.total_params()}
+def predicted_cost(an: ChannelAnalysis, removed: set[int], skip: set[int] = frozenset()) -> tuple[int, int]:
+    """MACs and parameters after removing `removed`, without the nodes (indices) in
+    `skip` — the Adds and branches of dropped blocks — and the constants only they read."""
+    pred = Predictor(an, removed)
+    macs = sum(pred.node_macs(i) for i in range(len(an.nodes)) if i not in skip)
+    return macs, pred.total_params(exclude=skip)
 
 
 def group_costs(an: ChannelAnalysis) -> dict[int, dict]:

@@ -1,0 +1,143 @@
+"""The driver: one flow for every strategy.
+
+    working copy → strategy.search (analysis, blocks, probe: whatever it asks of the
+    Workspace) → Decision (channels to remove, blocks to drop, iterations)
+    → rewrite (channels, then blocks) → verify → cost after → report
+
+A strategy only searches: it returns a `Decision` and never rewrites, verifies or
+reports. Two exceptions are carried in the Decision itself: a strategy that had to make
+the model physical as it went (fine-tuning between iterations) returns that model and
+the plan in the original model's indices; one that measured latency returns its
+baseline, and the driver measures the emitted model the same way.
+
+What this does not do: save anything (callers save `PruneResult.model` with
+`model_io.save_model`, atomically), or judge accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.report import (
+    FORMAT,
+    blocks_section,
+    cost_section,
+    groups_section,
+)
+from onnxprune.compiler.verify import verify_model
+from onnxprune.compiler.workspace import Options, Workspace
+from onnxprune.model_io import declared_input_shapes
+from onnxprune.passes.cost import model_cost
+from onnxprune.passes.shapes import static_shapes
+from onnxprune.runtime.session import measure_latency
+
+
+@dataclass
+class PruneResult:
+    model: ir.Model
+    plan: PruningPlan
+    report: dict
+
+
+@dataclass
+class Decision:
+    """What a strategy chose. `removed` are channel classes of the workspace's analysis,
+    `dropped` block ids of its blocks (in the order the plan lists them)."""
+
+    removed: set[int] = field(default_factory=set)
+    dropped: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    plan_meta: dict = field(default_factory=dict)
+    iterations: list[dict] = field(default_factory=list)
+    predicted: dict | None = None  # default: Workspace.predict
+    criteria: dict[int, str] = field(default_factory=dict)  # criterion used per group id
+    chosen: dict | None = None
+    # Run the channel rewrite (cleanup, shape annotation) even when nothing is removed.
+    slice_channels: bool = False
+    model: ir.Model | None = None  # already physical (then `plan` is required)
+    plan: PruningPlan | None = None
+    latency_before: float | None = None
+    latency_feeds: Mapping[str, np.ndarray] | None = None
+
+
+class Strategy(Protocol):
+    method: str
+
+    def search(self, ws: Workspace) -> Decision: ...
+
+
+def run(strategy: Strategy, source, options: Options | None = None, *, verify: bool = True) -> PruneResult:
+    """Prune `source` (a path, ModelProto or onnx_ir.Model, never modified) as `strategy`
+    decides; see the module docstring."""
+    ws = Workspace(source, options)
+    decision = strategy.search(ws)
+    before = ws.cost_before()
+    predicted = decision.predicted or ws.predict(decision.removed, decision.dropped)
+    groups = groups_section(ws.analysis, decision.removed, decision.criteria) if ws.analysed else None
+    blocks = blocks_section(ws.blocks, decision.dropped) if ws.blocks_found else None
+    plan = decision.plan or _plan(ws, decision)
+    if decision.model is None:
+        changes = ws.rewrite(decision.removed, decision.dropped, slice_channels=decision.slice_channels)
+        model = ws.model
+    else:
+        model, changes = decision.model, []
+    interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
+    feeds = ws.options.sample_feeds
+    pruned_feeds = None if feeds is None else take_kept(feeds, interface, "input")
+    verification = None
+    if verify:
+        result = verify_model(
+            ws.original, model, ws.shapes_in, resized={c["name"] for c in interface},
+            feeds=feeds, pruned_feeds=pruned_feeds,
+        )
+        verification = {"ok": result.ok, "message": result.message}
+    after = model_cost(model, static_shapes(model, declared_input_shapes(model, ws.shapes_in), pruned_feeds))
+    report = {
+        "format": FORMAT,
+        "method": strategy.method,
+        "settings": decision.settings,
+        "input_shapes": {k: list(v) for k, v in ws.shapes_in.items()},
+        "groups": groups,
+        "blocks": blocks,
+        "iterations": decision.iterations,
+        "chosen": decision.chosen,
+        "cost": cost_section(before, predicted, after),
+        "latency": _latency(decision, model),
+        "interface": interface,
+        "verification": verification,
+    }
+    return PruneResult(model=model, plan=plan, report=report)
+
+
+def _plan(ws: Workspace, decision: Decision) -> PruningPlan:
+    if ws.analysed:
+        plan = PruningPlan.from_removed(ws.analysis, decision.removed, **decision.plan_meta)
+    else:
+        plan = PruningPlan(meta=dict(decision.plan_meta))
+    by_id = {b.id: b for b in ws.blocks} if decision.dropped else {}
+    plan.blocks = [PruningPlan.block_entry(by_id[b]) for b in decision.dropped]
+    return plan
+
+
+def _latency(decision: Decision, model: ir.Model) -> dict | None:
+    if decision.latency_before is None:
+        return None
+    after = measure_latency(model, decision.latency_feeds)
+    return {"before_s": decision.latency_before, "after_s": after, "speedup": round(decision.latency_before / after, 4)}
+
+
+def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
+    """Arrays for the original interface cut to the pruned one (e.g. a KV cache the
+    caller holds), using the kept indices the report lists per changed axis."""
+    out = dict(arrays)
+    for change in interface:
+        if change["direction"] == direction and change["name"] in out:
+            for axis, kept in change["kept"].items():
+                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
+    return out
