@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.passes.name_nodes import unique_name
+
 _CONSTANT_ATTRS = ("value_float", "value_floats", "value_int", "value_ints")
 
 
@@ -53,12 +55,7 @@ def fresh_name(graph: ir.Graph, base: str) -> str:
         taken = {v.name for n in graph for v in (*n.inputs, *n.outputs) if v is not None}
         taken |= set(graph.initializers) | {v.name for v in graph.inputs}
         graph.meta["onnxprune_names"] = taken
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}{k}"
-    taken.add(name)
-    return name
+    return unique_name(base, taken, sep="")
 
 
 def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import onnx_ir as ir
 
 
-def _unique(base: str, taken: set[str]) -> str:
+def unique_name(base: str, taken: set[str], sep: str = "_") -> str:
+    """`base`, or `base<sep><k>` with the smallest k that is free; marked taken."""
     name, k = base, 0
     while name in taken:
         k += 1
-        name = f"{base}_{k}"
+        name = f"{base}{sep}{k}"
     taken.add(name)
     return name
 
@@ -38,10 +39,10 @@ def name_nodes(nodes) -> bool:
     changed = False
     for position, node in enumerate(nodes):
         if not node.name:
-            node.name = _unique(f"{node.op_type}_{position}", taken)
+            node.name = unique_name(f"{node.op_type}_{position}", taken)
             changed = True
     for node in duplicates:
-        node.name = _unique(node.name, taken)
+        node.name = unique_name(node.name, taken)
         changed = True
     return changed
 

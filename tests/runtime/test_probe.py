@@ -17,8 +17,9 @@ from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import load_model
+from onnxprune.passes.probe_graph import default_tap
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
-from onnxprune.runtime.probe import Candidate, ProbeModel, default_tap
+from onnxprune.runtime.probe import Candidate, ProbeModel
 from onnxprune.runtime.session import ort_session, run_session
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "models")

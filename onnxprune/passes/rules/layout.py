@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.passes.rules.costing import free
-from onnxprune.passes.rules.registry import ALL_INPUTS, default_rule, op, register
+from onnxprune.passes.rules.registry import (
+    ALL_INPUTS,
+    default_rule,
+    on_input,
+    op,
+    register,
+)
 from onnxprune.passes.shape_elements import ShapeVal, attr_int, known_ints
 
 BIG = 2**62  # Slice bounds at or beyond this mean "to the end"
@@ -94,10 +100,8 @@ def rewrite_split(rc) -> None:
 
 
 @register("Split", rewrite=rewrite_split, cost=free, shape_inputs=(1,))
-def split(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def split(ctx, x) -> None:
     axis = ctx.axis_attr("axis", 0, len(x))
     arr = ctx.dims.array(x[axis])
     sizes = None if arr is None else _split_sizes(ctx, len(arr))
@@ -181,10 +185,8 @@ def eval_slice(node, ins, shape) -> ShapeVal | None:
 
 @register("Slice", rewrite=rewrite_slice, cost=free, shape_inputs=(1, 2, 3, 4), shape_eval=eval_slice,
           shape_moves=(0,))
-def slice_(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def slice_(ctx, x) -> None:
     params = _slice_params(ctx, len(x))
     if params is None:
         for v in x:
@@ -208,10 +210,8 @@ def slice_(ctx) -> None:
 
 # -- Transpose, Squeeze, Unsqueeze --------------------------------------------------
 @register("Transpose", cost=free)
-def transpose(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def transpose(ctx, x) -> None:
     perm = ctx.attr("perm", list(range(len(x)))[::-1])
     ctx.set_out(0, [x[p] for p in perm])
 
@@ -253,10 +253,8 @@ def eval_unsqueeze(node, ins, shape) -> ShapeVal | None:
 
 
 @register("Squeeze", cost=free, shape_inputs=(1,), shape_eval=eval_squeeze, shape_moves=(0,))
-def squeeze(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def squeeze(ctx, x) -> None:
     axes = _axes_arg(ctx, len(x))
     if axes == RUNTIME:
         return default_rule(ctx, "axes computed at runtime")
@@ -266,10 +264,8 @@ def squeeze(ctx) -> None:
 
 
 @register("Unsqueeze", cost=free, shape_inputs=(1,), shape_eval=eval_unsqueeze, shape_moves=(0,))
-def unsqueeze(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def unsqueeze(ctx, x) -> None:
     rank = len(x) + len(ctx.attr("axes") or (ctx.const(1).reshape(-1) if ctx.const(1) is not None else []))
     axes = _axes_arg(ctx, rank)
     if axes in (RUNTIME, None):
@@ -280,10 +276,8 @@ def unsqueeze(ctx) -> None:
 
 # -- Pad, Tile --------------------------------------------------------------------------
 @register("Pad", cost=free, shape_inputs=(1, 3))
-def pad(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def pad(ctx, x) -> None:
     pads = ctx.list_arg("pads", 1)
     if pads in (None, RUNTIME):
         return default_rule(ctx, "pads computed at runtime")

@@ -17,6 +17,7 @@ needs one) but have no channel or cost rule: their channels freeze.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -103,14 +104,30 @@ def matmul_weights(node):
 
 
 # -- channel rules ----------------------------------------------------------------------
-def _conv_operands(ctx):
-    """(x, w) variables of a Conv/ConvTranspose with a constant weight, else None
-    (after freezing what it reads)."""
-    x, w = ctx.in_dims(0), ctx.in_dims(1)
-    if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
-        default_rule(ctx, "weight is not a constant (or ranks unknown)")
-        return None
-    return x, w
+def _with_constant_weight(fn):
+    """A Conv/ConvTranspose rule, called as ``rule(ctx, x, w, groups)`` when the weight
+    is a constant of the input's rank (else every axis the node reads freezes)."""
+
+    @functools.wraps(fn)
+    def rule(ctx) -> None:
+        x, w = ctx.in_dims(0), ctx.in_dims(1)
+        if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
+            return default_rule(ctx, "weight is not a constant (or ranks unknown)")
+        fn(ctx, x, w, ctx.attr("group", 1))
+
+    return rule
+
+
+def _features_from(ctx, axis: int) -> None:
+    """Weight axis `axis` creates the output features (units are born there)."""
+    ctx.source(1, axis)
+    ctx.role(1, axis, "out")
+
+
+def _reads(ctx, x, w, axis: int) -> None:
+    """Weight axis `axis` reads the input's channels."""
+    ctx.tie(x[1], w[axis], "input channels")
+    ctx.role(1, axis, "in")
 
 
 def _conv_output(ctx, x, out_c) -> None:
@@ -123,56 +140,43 @@ def _conv_output(ctx, x, out_c) -> None:
 
 
 @register("Conv", rewrite=rewrite_group_attr, cost=conv_cost, weights=conv_weights, weighted=True)
-def conv(ctx) -> None:
-    operands = _conv_operands(ctx)
-    if operands is None:
-        return
-    x, w = operands
-    groups = ctx.attr("group", 1)
-    ctx.source(1, 0)
-    ctx.role(1, 0, "out")
+@_with_constant_weight
+def conv(ctx, x, w, groups) -> None:
+    """W is [C_out, C_in/g, k...]."""
+    _features_from(ctx, 0)
     if groups == 1:
-        ctx.tie(x[1], w[1], "input channels")
-        ctx.role(1, 1, "in")
+        _reads(ctx, x, w, 1)
     else:
         in_arr = ctx.dims.array(x[1])
-        out_arr = ctx.dims.array(w[0])
         if in_arr is None:
             ctx.freeze(w[0], "grouped conv input width unknown")
         else:
-            union_blocks(ctx, in_arr, out_arr, groups)
+            union_blocks(ctx, in_arr, ctx.dims.array(w[0]), groups)
         ctx.freeze(w[1], "channels within a group")  # never sliced: whole groups go
     _conv_output(ctx, x, w[0])
 
 
 @register("ConvTranspose", rewrite=rewrite_group_attr, cost=conv_transpose_cost, weights=conv_transpose_weights,
           weighted=True)
-def conv_transpose(ctx) -> None:
-    operands = _conv_operands(ctx)
-    if operands is None:
-        return
-    x, w = operands
-    groups = ctx.attr("group", 1)
-    ctx.tie(x[1], w[0], "input channels")
-    ctx.role(1, 0, "in")
+@_with_constant_weight
+def conv_transpose(ctx, x, w, groups) -> None:
+    """W is [C_in, C_out/g, k...]."""
+    _reads(ctx, x, w, 0)
     if groups == 1:
-        ctx.source(1, 1)
-        ctx.role(1, 1, "out")
-        out_c = w[1]
+        _features_from(ctx, 1)
+        return _conv_output(ctx, x, w[1])
+    # Output channel o belongs to group o // (C_out/g): its weight column is shared
+    # in shape by all groups, so only whole groups can go.
+    cout = groups * ctx.dims.get_size(w[1])
+    src = {"tensor": ctx.input(1).name, "axis": 1, "node": ctx.label, "grouped": groups}
+    out_arr = ctx.units.new(cout, src)
+    in_arr = ctx.dims.array(x[1])
+    if in_arr is None:
+        ctx.units.freeze(out_arr, ctx.why("grouped input width unknown"))
     else:
-        # Output channel o belongs to group o // (C_out/g): its weight column is shared
-        # in shape by all groups, so only whole groups can go.
-        cout = groups * ctx.dims.get_size(w[1])
-        src = {"tensor": ctx.input(1).name, "axis": 1, "node": ctx.label, "grouped": groups}
-        out_arr = ctx.units.new(cout, src)
-        in_arr = ctx.dims.array(x[1])
-        if in_arr is None:
-            ctx.units.freeze(out_arr, ctx.why("grouped input width unknown"))
-        else:
-            union_blocks(ctx, in_arr, out_arr, groups)
-        ctx.freeze(w[1], "channels within a group")
-        out_c = ctx.derived(out_arr)
-    _conv_output(ctx, x, out_c)
+        union_blocks(ctx, in_arr, out_arr, groups)
+    ctx.freeze(w[1], "channels within a group")
+    _conv_output(ctx, x, ctx.derived(out_arr))
 
 
 @register("Gemm", cost=gemm_cost, weights=gemm_weights, weighted=True)

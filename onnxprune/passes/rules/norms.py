@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from onnxprune.passes.rules.costing import per_output_element
 from onnxprune.passes.rules.linear import union_blocks
-from onnxprune.passes.rules.registry import default_rule, register
+from onnxprune.passes.rules.registry import default_rule, on_input, register
 
 
 def _per_channel(ctx, x, roles) -> int:
@@ -26,10 +26,8 @@ def _per_channel(ctx, x, roles) -> int:
 
 
 @register("BatchNormalization", cost=per_output_element(2), keeps_shape=True)
-def batch_norm(ctx) -> None:
-    x = ctx.data_dims(min_rank=2)
-    if x is None:
-        return
+@on_input(min_rank=2)
+def batch_norm(ctx, x) -> None:
     c = _per_channel(ctx, x, ((1, "bn_scale"), (2, "param"), (3, "stat"), (4, "stat")))
     ctx.set_out(0, [x[0], c] + x[2:])
     for j in (1, 2):  # training-mode running statistics outputs
@@ -38,10 +36,8 @@ def batch_norm(ctx) -> None:
 
 
 @register("InstanceNormalization", cost=per_output_element(5), keeps_shape=True)
-def instance_norm(ctx) -> None:
-    x = ctx.data_dims(min_rank=2)
-    if x is None:
-        return
+@on_input(min_rank=2)
+def instance_norm(ctx, x) -> None:
     c = _per_channel(ctx, x, ((1, "param"), (2, "param")))
     ctx.set_out(0, [x[0], c] + x[2:])
 
@@ -55,10 +51,8 @@ def rewrite_num_groups(rc) -> None:
 
 
 @register("GroupNormalization", rewrite=rewrite_num_groups, cost=per_output_element(5), keeps_shape=True)
-def group_norm(ctx) -> None:
-    x = ctx.data_dims(min_rank=2)
-    if x is None:
-        return
+@on_input(min_rank=2)
+def group_norm(ctx, x) -> None:
     groups = ctx.attr("num_groups")
     arr = ctx.dims.array(x[1])
     if arr is None:
@@ -75,10 +69,8 @@ def group_norm(ctx) -> None:
     ctx.set_out(0, x)
 
 
-def layer_norm(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def layer_norm(ctx, x) -> None:
     axis = ctx.axis_attr("axis", -1, len(x))
     out = list(x)
     for i in (1, 2):

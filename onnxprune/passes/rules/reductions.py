@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from onnxprune.passes.rules.costing import need, per_input_element, per_output_element
-from onnxprune.passes.rules.registry import default_rule, op, register
+from onnxprune.passes.rules.registry import default_rule, on_input, op, register
 
 POOLS = ("MaxPool", "AveragePool", "LpPool")
 GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
@@ -31,10 +31,8 @@ def pool_cost(node, shape_of):
     return 0, math.prod(need(shape_of, node.outputs[0])) * math.prod(kernel)
 
 
-def pool(ctx) -> None:
-    x = ctx.data_dims(min_rank=2)
-    if x is None:
-        return
+@on_input(min_rank=2)
+def pool(ctx, x) -> None:
     out_shape = ctx.out_shape(0) or (None,) * len(x)
     ctx.set_out(0, x[:2] + [ctx.fixed(s) for s in out_shape[2:]])
     idx = ctx.node.outputs[1] if len(ctx.node.outputs) > 1 else None
@@ -61,10 +59,8 @@ def reduce_axes(ctx, rank: int) -> list[int] | None:
     return sorted(a + rank if a < 0 else a for a in axes)
 
 
-def reduce(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def reduce(ctx, x) -> None:
     axes = reduce_axes(ctx, len(x))
     if axes is None:
         return default_rule(ctx, "reduction axes computed at runtime")
@@ -86,10 +82,8 @@ register(*(r for r in REDUCTIONS if r not in _AXES_INPUT), cost=per_input_elemen
 
 
 @register("ArgMax", "ArgMin", cost=per_input_element)
-def arg_reduce(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def arg_reduce(ctx, x) -> None:
     axis = ctx.axis_attr("axis", 0, len(x))
     ctx.freeze(x[axis], "returns positions along this axis")
     out = [v for a, v in enumerate(x) if a != axis]
@@ -98,10 +92,8 @@ def arg_reduce(ctx) -> None:
     ctx.set_out(0, out)
 
 
-def softmax(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def softmax(ctx, x) -> None:
     opset = ctx.an.opset
     axis = ctx.axis_attr("axis", -1 if opset >= 13 else 1, len(x))
     # Before opset 13 the op flattens everything from `axis` on into one row.

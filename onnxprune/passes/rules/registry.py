@@ -32,6 +32,7 @@ module of its family; registering an op twice is an error.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -106,3 +107,20 @@ def record(node: ir.Node) -> OpRecord | None:
 def default_rule(ctx, reason: str) -> None:
     """Freeze every runtime axis the node reads; its outputs get fixed axes."""
     ctx.freeze_inputs(reason)
+
+
+def on_input(min_rank: int = 0) -> Callable:
+    """Decorator for a channel rule that works on input 0's axes: the rule is called as
+    ``rule(ctx, x)``, and not at all when input 0's rank is unknown or below `min_rank`
+    (the node's axes then freeze with that reason)."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def rule(ctx) -> None:
+            x = ctx.data_dims(min_rank)
+            if x is not None:
+                fn(ctx, x)
+
+        return rule
+
+    return deco

@@ -14,7 +14,7 @@ import numpy as np
 
 from onnxprune.passes.dims import FIXED
 from onnxprune.passes.rules.costing import free, per_output_element
-from onnxprune.passes.rules.registry import default_rule, register
+from onnxprune.passes.rules.registry import default_rule, on_input, register
 from onnxprune.passes.shape_elements import ConstEntry, ShapeEntry, ShapeVal, known_ints
 
 
@@ -153,10 +153,8 @@ def _regroup(ctx, x, in_shape, out_shape, ins, outs, out) -> None:
 
 
 @register("Flatten", cost=free)
-def flatten(ctx) -> None:
-    x = ctx.data_dims()
-    if x is None:
-        return
+@on_input()
+def flatten(ctx, x) -> None:
     axis = ctx.axis_attr("axis", 1, len(x))
     ctx.set_out(0, [merge(ctx, x[:axis]), merge(ctx, x[axis:])])
 
