@@ -312,3 +312,21 @@ def test_layer_norm_decomposed_is_prunable_but_inexact():
     result, _, _ = prune_and_check(proto, exact=False)
     assert const_input(producer(result.model, "sc"), 1).shape == (4,)
     assert const_input(producer(result.model, "y"), 1).shape == (4, 16)
+
+
+@pytest.mark.parametrize("axes, exact", [("[0, 2, 3]", True), ("[1, 2, 3]", False)])
+def test_mean_variance_normalization(axes, exact):
+    """Per channel (the default axes) it is exact to prune; over the channels it is not."""
+    proto = build(
+        f"""
+        g (float[2,3,8,8] x) => (float[2,4,8,8] y) {{
+          a = Conv<pads = [1, 1, 1, 1]>(x, w1, b1)
+          n = MeanVarianceNormalization<axes = {axes}>(a)
+          y = Conv(n, w2, b2)
+        }}
+        """,
+        {"w1": (8, 3, 3, 3), "b1": (8,), "w2": (4, 8, 1, 1), "b2": (4,)},
+    )
+    g = group_of(analysis(proto), "w1")
+    assert g.prunable == g.classes and g.exact == exact
+    prune_and_check(proto, exact=exact)

@@ -3,9 +3,12 @@ GroupNorm prunes whole groups (also exact); LayerNorm/RMSNorm over a pruned axis
 change their statistics, so those channels are marked inexact (still prunable —
 transformer hidden width depends on it — but never claimed to be lossless).
 
+MeanVarianceNormalization normalises per channel by default (exact), over the channels
+when its `axes` say so (inexact).
+
 Costs (other ops per output element): BatchNormalization 2 (inference form: a folded
-scale and shift); Instance/Layer/GroupNormalization 5 (mean, variance, normalise,
-scale, shift); RMSNormalization 4.
+scale and shift); Instance/Layer/GroupNormalization and MeanVarianceNormalization 5
+(mean, variance, normalise, scale, shift); RMSNormalization 4.
 """
 
 from __future__ import annotations
@@ -88,3 +91,15 @@ def layer_norm(ctx, x) -> None:
 
 register("LayerNormalization", cost=per_output_element(5), keeps_shape=True)(layer_norm)
 register("RMSNormalization", cost=per_output_element(4))(layer_norm)
+
+
+@register("MeanVarianceNormalization", cost=per_output_element(5), keeps_shape=True)
+@on_input()
+def mean_variance_norm(ctx, x) -> None:
+    """(x - mean) / std over `axes` (default N, H, W): per channel, so exact, unless the
+    channel axis is among them."""
+    for a in ctx.attr("axes", [0, 2, 3]):
+        var = x[a + len(x) if a < 0 else a]
+        ctx.inexact(var, "normalises over this axis: removing channels changes the statistics")
+        ctx.tag(var, "normalized")
+    ctx.set_out(0, x)
