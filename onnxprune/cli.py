@@ -1,90 +1,36 @@
 """Command line: `onnxprune prune` and `onnxprune inspect`.
 
-Exit codes: 0 done, 1 failed (one line on stderr, no traceback, nothing written),
-2 bad usage. Set ONNXPRUNE_DEBUG=1 to see tracebacks of unexpected errors.
+Exit codes: 0 done (model, plan and report written together); 1 failed (one line on
+stderr, no traceback, nothing written); 2 bad usage (one line); 3 done, but a target
+(--target-flops, --target-params, --target-blocks, --target-latency) was not reached:
+everything is written and one line on stderr says why and what to do.
+
+SIGINT, SIGTERM and SIGHUP stop a run the same way: one line, exit 1, nothing written
+(staged files are removed). Once the outputs are being renamed into place (the last
+milliseconds of a run) an interrupt is ignored and the run completes. Set
+ONNXPRUNE_DEBUG=1 to see tracebacks of unexpected errors.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 
+from onnxprune.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TARGET_MISSED,
+    EXIT_USAGE,
+    UsageError,
+    parser,
+)
 from onnxprune.errors import OnnxPruneError
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="onnxprune",
-        description="Structured pruning of ONNX models: smaller, verified, runs anywhere ONNX runs.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    shape_help = "concrete shape for a symbolic input, e.g. input=1,3,224,224 (repeatable)"
-    pr = sub.add_parser("prune", help="prune channel groups and write a smaller model")
-    pr.add_argument("model", help="input .onnx file")
-    pr.add_argument("-o", "--output", required=True, help="where to write the pruned .onnx")
-    pr.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove (default 0.5)")
-    for kind, what in (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
-                       ("channels", "conv channels and MLP neurons")):
-        pr.add_argument(f"--{kind}", type=float, metavar="R", help=f"ratio for {what} (default: --ratio)")
-    pr.add_argument("--criterion", choices=("l1", "l2", "bn", "activation"), default="l1",
-                    help="importance criterion (default l1; activation: mean |activation| on --calib, everything only)")
-    pr.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels across all groups at once")
-    pr.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels per group")
-    pr.add_argument("--ignore", nargs="+", default=[], metavar="NODE", help="node names whose channels stay")
-    pr.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", help=shape_help)
-    pr.add_argument("--report", metavar="JSON", help="write a JSON report (costs, groups, verification, plan)")
-    pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan instead of choosing")
-    pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
-    pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
-    _interface_args(pr)
-    cka = pr.add_argument_group("CKA-guided methods (--method layers)")
-    cka.add_argument("--method", choices=("channels", "layers", "everything"), default="channels",
-                     help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA; "
-                          "everything: each iteration, a block or the same MACs of channels, whichever keeps CKA higher")
-    cka.add_argument("--calib", metavar="DATA", help="calibration data: .npy, .npz (by input name, or x), or an image folder")
-    cka.add_argument("--preprocess", metavar="SPEC", help="for an image folder, e.g. resize=32x32,mean=0.5,std=0.25,layout=NCHW")
-    cka.add_argument("--samples", type=int, metavar="N", help="calibration samples to use (default: all), chosen with --seed")
-    cka.add_argument("--batch-size", type=int, default=64, metavar="B", help="calibration batch size (default 64)")
-    cka.add_argument("--seed", type=int, default=0, help="seed for choosing calibration samples (default 0)")
-    cka.add_argument("--target-flops", type=float, metavar="R", help="stop once this fraction of MACs is removed")
-    cka.add_argument("--target-params", type=float, metavar="R", help="stop once this fraction of parameters is removed")
-    cka.add_argument("--target-blocks", type=int, metavar="N", help="stop after dropping N blocks")
-    cka.add_argument("--min-blocks-per-stage", type=int, default=2, metavar="N", help="blocks every stage keeps (default 2)")
-    cka.add_argument("--tap", action="append", default=[], metavar="VALUE",
-                     help="representation to compare (default: the classifier's input); repeatable")
-    cka.add_argument("--debiased", action="store_true", help="debiased CKA (default biased, as in the papers)")
-    cka.add_argument("--target-latency", type=float, metavar="R",
-                     help="everything: stop once ONNX Runtime latency (batch 1) fell by this fraction")
-    cka.add_argument("--scope", choices=("internal", "all"), default="internal",
-                     help="everything: neuron candidates from block-internal groups only (default, as in the paper) or all")
-    cka.add_argument("--arbiter", choices=("cka", "layers", "neurons", "random"), default="cka",
-                     help="everything: how to choose between the two candidates (default cka; others are baselines)")
-    cka.add_argument("--fine-tune", metavar="FILE.py:FUNC",
-                     help="everything: call FUNC(model) -> model after every iteration and at the end")
-    cka.add_argument("--plot", metavar="PNG", help="write CKA and MACs against iteration (needs matplotlib)")
-
-    ins = sub.add_parser("inspect", help="show channel groups, frozen reasons and costs")
-    ins.add_argument("model", help="input .onnx file")
-    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
-    ins.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", help=shape_help)
-    ins.add_argument("--no-nodes", action="store_true", help="omit the per-node cost table")
-    ins.add_argument("--blocks", action="store_true", help="list residual blocks (removable or why not) with their MACs")
-    _interface_args(ins)
-    return p
-
-
-def _interface_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--resize-io", action="append", default=[], metavar="NAME",
-        help="a graph input or output whose static dims may shrink (e.g. a hidden-state output); repeatable",
-    )
-    parser.add_argument(
-        "--keep-cache-shape", action="store_true",
-        help="keep KV-cache inputs/outputs at their shape (their heads are then not pruned)",
-    )
+_INTERRUPT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+_committing = False  # set while the outputs are renamed into place
 
 
 def _shapes(specs: list[str]) -> dict:
@@ -118,24 +64,16 @@ def _run_prune(args) -> int:
             "before": accuracy(load_model(args.model), *labelled),
             "after": accuracy(result.model, *labelled),
         }
-    if args.plot:
-        from onnxprune.tools.plot_run import plot_run
-
-        plot_run(result.report, args.plot)
     _write(args, result)
     _print_summary(args, result.report)
-    return 0
+    if result.report.get("target_reached") is False:
+        print(f"onnxprune: target not reached: {result.report['stopped_because']}", file=sys.stderr)
+        return EXIT_TARGET_MISSED
+    return EXIT_OK
 
 
 def _check_prune_args(args) -> None:
-    if not 0.0 <= args.ratio < 1.0:
-        raise OnnxPruneError(f"--ratio must be in [0, 1), got {args.ratio}")
-    for kind in ("heads", "hidden", "channels"):
-        r = getattr(args, kind)
-        if r is not None and not 0.0 <= r < 1.0:
-            raise OnnxPruneError(f"--{kind} must be in [0, 1), got {r}")
-    if args.round_to < 1:
-        raise OnnxPruneError(f"--round-to must be at least 1, got {args.round_to}")
+    """Paths checked before any work, so a run never fails after writing something."""
     if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
         raise OnnxPruneError(f"-o {args.output} is a directory: name the output file, e.g. {os.path.join(args.output, 'pruned.onnx')}")
     for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan),
@@ -144,6 +82,11 @@ def _check_prune_args(args) -> None:
             where = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(where):
                 raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
+            if os.path.isdir(path):
+                raise OnnxPruneError(f"{flag} {path} is a directory: name a file in it")
+    outputs = [os.path.abspath(p) for p in (args.output, args.report, args.save_plan, args.plot) if p]
+    if len(set(outputs)) < len(outputs):
+        raise UsageError("-o, --report, --save-plan and --plot must name different files")
 
 
 def _strategy(args):
@@ -153,14 +96,14 @@ def _strategy(args):
         from onnxprune.compiler.plan import PruningPlan
 
         if args.method != "channels":
-            raise OnnxPruneError("--plan replays a saved plan (its channels, then its blocks): drop --method")
+            raise UsageError("--plan replays a saved plan (its channels, then its blocks): drop --method")
         return PlanStrategy(PruningPlan.load(args.plan))
     if args.method in ("layers", "everything"):
         return _cka_strategy(args)
     from onnxprune.compiler.channels import ChannelsStrategy
 
     if args.criterion == "activation":
-        raise OnnxPruneError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
+        raise UsageError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
     kind_ratios = {k: getattr(args, k) for k in ("heads", "hidden", "channels") if getattr(args, k) is not None}
     return ChannelsStrategy(args.ratio, args.criterion, args.global_ranking, args.round_to, kind_ratios)
 
@@ -173,12 +116,13 @@ def _cka_strategy(args):
     from onnxprune.runtime.calibration import load_calibration
 
     if not args.calib:
-        raise OnnxPruneError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
-    if args.min_blocks_per_stage < 0:
-        raise OnnxPruneError(f"--min-blocks-per-stage must be >= 0, got {args.min_blocks_per_stage}")
+        raise UsageError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
     target = Target(flops=args.target_flops, params=args.target_params, blocks=args.target_blocks)
     if args.method == "layers" or args.target_latency is None:
-        target.check()
+        try:
+            target.check()
+        except OnnxPruneError as err:
+            raise UsageError(str(err)) from None
     fine_tune = _load_hook(args.fine_tune) if args.fine_tune else None
     calib = load_calibration(
         args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
@@ -194,14 +138,26 @@ def _cka_strategy(args):
 
 
 def _write(args, result) -> None:
-    from onnxprune.compiler.plan import write_json_atomic
-    from onnxprune.model_io import save_model
+    """Model, plan, report and plot: all staged first, then renamed into place together
+    (an interrupt during the renames is ignored), or none of them."""
+    global _committing
+    from onnxprune.model_io import StagedOutputs
 
-    save_model(result.model, args.output)
-    if args.save_plan:
-        result.plan.save(args.save_plan)
-    if args.report:
-        write_json_atomic(args.report, {**result.report, "plan": result.plan.to_dict()})
+    with StagedOutputs() as out:
+        out.model(result.model, args.output)
+        if args.save_plan:
+            out.json(args.save_plan, result.plan.to_dict())
+        if args.report:
+            out.json(args.report, {**result.report, "plan": result.plan.to_dict()})
+        if args.plot:
+            from onnxprune.tools.plot_run import plot_run
+
+            out.add(args.plot, lambda tmp: plot_run(result.report, tmp))
+        _committing = True
+        try:
+            out.commit()
+        finally:
+            _committing = False
 
 
 def _print_summary(args, report: dict) -> None:
@@ -311,29 +267,56 @@ def _blocks_info(args) -> tuple[list[dict], str]:
     return blocks_json(ws.blocks, costs, total_macs=total), render_blocks(ws.blocks, costs, total_macs=total)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _on_signal(signum, frame) -> None:
+    if not _committing:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP end a run like SIGINT: through KeyboardInterrupt, so staged
+    files are cleaned up (only the main thread can install handlers)."""
     try:
-        return _run_prune(args) if args.command == "prune" else _run_inspect(args)
-    except OnnxPruneError as e:
-        print(f"onnxprune: error: {e}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # `onnxprune inspect m.onnx | head`: the reader left, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("onnxprune: interrupted", file=sys.stderr)
-        return 1
-    except Exception as e:  # an unexpected failure is still one line, never a half file
-        if os.environ.get("ONNXPRUNE_DEBUG"):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(
-            f"onnxprune: internal error: {type(e).__name__}: {first[:300]} "
-            "(set ONNXPRUNE_DEBUG=1 for a traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return 1
+        previous = {s: signal.signal(s, _on_signal) for s in _INTERRUPT_SIGNALS}
+    except ValueError:  # not the main thread: leave the handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    with _signals_interrupt():
+        try:
+            try:
+                args = parser().parse_args(argv)
+            except SystemExit as done:  # bad usage (one line already printed), or --help
+                return done.code if isinstance(done.code, int) else EXIT_USAGE
+            return _run_prune(args) if args.command == "prune" else _run_inspect(args)
+        except UsageError as e:
+            print(f"onnxprune: error: {e} (usage: `onnxprune prune --help`)", file=sys.stderr)
+            return EXIT_USAGE
+        except OnnxPruneError as e:
+            print(f"onnxprune: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        except BrokenPipeError:  # `onnxprune inspect m.onnx | head`: the reader left, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        except KeyboardInterrupt:
+            print("onnxprune: interrupted: nothing was written", file=sys.stderr)
+            return EXIT_FAILED
+        except Exception as e:  # an unexpected failure is still one line, never a half file
+            if os.environ.get("ONNXPRUNE_DEBUG"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(
+                f"onnxprune: internal error: {type(e).__name__}: {first[:300]} "
+                "(set ONNXPRUNE_DEBUG=1 for a traceback, and please report it)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
 
 
 if __name__ == "__main__":

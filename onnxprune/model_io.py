@@ -11,6 +11,7 @@ a memory map of the old contents so the in-memory model stays valid).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
+from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.name_nodes import NameNodesPass
@@ -55,52 +57,75 @@ _CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: bool = False) -> ir.Model:
     """Load a model into onnx-ir and check that onnxprune can work on it.
 
-    From a path, `ir.load` is used so external data stays memory-mapped: no weight is
-    read here (external files are only `stat`-ed). From a ModelProto, external data
-    locations resolve relative to the current directory; pass the path instead when the
-    model has external data. Names unnamed nodes and renames duplicates
-    (`NameNodesPass`): a node's name is its identity in everything onnxprune does. Does
-    not run shape inference or the ONNX checker.
+    From a path, external data stays memory-mapped: no weight is read here (external
+    files are only `stat`-ed). From a ModelProto, external data locations resolve
+    relative to the current directory; pass the path instead when the model has
+    external data. Initializers also listed as graph inputs (older exporters) become
+    plain constants, as ONNX Runtime treats them unless fed. Names unnamed nodes and
+    renames duplicates (`NameNodesPass`): a node's name is its identity in everything
+    onnxprune does. Does not run shape inference or the ONNX checker.
     """
     if isinstance(source, onnx.ModelProto):
-        label = "the given ModelProto"
-        try:
-            model = ir.serde.deserialize_model(source)
-        except Exception as err:  # onnx-ir raises several types; all mean "unreadable"
-            raise OnnxPruneError(
-                f"{label} could not be read into onnx-ir ({first_line(err)}): "
-                "re-export the model with a current exporter"
-            ) from err
+        label, proto, base_dir = "the given ModelProto", source, None
     else:
-        path = os.fspath(source)
-        label = path
-        if not os.path.exists(path):
-            raise OnnxPruneError(f"{path} does not exist: check the path to the .onnx file")
-        if os.path.isdir(path):
-            raise OnnxPruneError(f"{path} is a directory, not a model: pass the .onnx file inside it")
-        try:
-            model = ir.load(path)
-        except DecodeError as err:
-            raise OnnxPruneError(
-                f"{path} is not an ONNX model (protobuf parse failed): pass a .onnx file exported by "
-                "torch.onnx.export, tf2onnx or paddle2onnx (a truncated download also fails this way)"
-            ) from err
-        except Exception as err:
-            raise OnnxPruneError(
-                f"{path} could not be read as an ONNX model ({first_line(err)}): pass a .onnx file exported by "
-                "torch.onnx.export, tf2onnx or paddle2onnx"
-            ) from err
+        label = os.fspath(source)
+        proto, base_dir = _read_proto(label), os.path.dirname(label)
+    _check_unique_initializers(proto, label)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as err:  # onnx-ir raises several types; all mean "unreadable"
+        raise OnnxPruneError(
+            f"{label} could not be read into onnx-ir ({first_line(err)}): re-export the model with a current exporter"
+        ) from err
+    if base_dir is not None:
+        ir.external_data.set_base_dir(model.graph, base_dir)
+    RemoveInitializersFromInputsPass()(model)
     # Node names are node identity from here on (analysis, blocks, probe, plans).
     NameNodesPass()(model)
     check_supported(model, allow_quantized=allow_quantized, label=label)
     return model
 
 
+def _read_proto(path: str) -> onnx.ModelProto:
+    if not os.path.exists(path):
+        raise OnnxPruneError(f"{path} does not exist: check the path to the .onnx file")
+    if os.path.isdir(path):
+        raise OnnxPruneError(f"{path} is a directory, not a model: pass the .onnx file inside it")
+    try:
+        # External data is not read: onnx-ir maps it when a tensor is used.
+        return onnx.load(path, load_external_data=False)
+    except DecodeError as err:
+        raise OnnxPruneError(
+            f"{path} is not an ONNX model (protobuf parse failed): pass a .onnx file exported by "
+            "torch.onnx.export, tf2onnx or paddle2onnx (a truncated download also fails this way)"
+        ) from err
+    except Exception as err:
+        raise OnnxPruneError(
+            f"{path} could not be read as an ONNX model ({first_line(err)}): pass a .onnx file exported by "
+            "torch.onnx.export, tf2onnx or paddle2onnx"
+        ) from err
+
+
+def _check_unique_initializers(proto: onnx.ModelProto, label: str) -> None:
+    """Two initializers of one name: the checker rejects the model and runtimes disagree
+    on which copy counts (ONNX Runtime's choice changed between versions), so no pruned
+    model could be said to compute what the original does."""
+    seen: set[str] = set()
+    for tensor in proto.graph.initializer:
+        if tensor.name in seen:
+            raise OnnxPruneError(
+                f"{label} has two initializers named '{tensor.name}' (the ONNX checker rejects this, and runtimes "
+                "differ on which one counts): re-export the model, or keep one copy"
+            )
+        seen.add(tensor.name)
+
+
 def check_supported(model: ir.Model, *, allow_quantized: bool = False, label: str = "model") -> None:
     """Raise OnnxPruneError for the first property of `model` that onnxprune cannot handle.
 
     Checks, in order: IR version, graph inputs/outputs, external data files, opset
-    domains, control flow, quantization. Does not validate the graph against the ONNX
+    domains (known, and declared for every node), values every node reads (defined),
+    control flow, quantization. Does not validate the graph against the ONNX
     spec (that is `onnx.checker`'s job, run by verify).
     """
     checks = list(_CHECKS)
@@ -199,7 +224,48 @@ def _check_quantized(model: ir.Model, label: str) -> None:
             )
 
 
-_CHECKS = (_check_ir_version, _check_io, _check_external_data, _check_domains, _check_control_flow, _check_quantized)
+def _check_opsets(model: ir.Model, label: str) -> None:
+    """Every domain the graph's nodes use needs an opset version (a file cut short, or
+    edited by hand, loses its opset_import and no op can be interpreted)."""
+    declared = {"" if d == "ai.onnx" else d for d in model.opset_imports}
+    for node in model.graph:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain not in declared:
+            name = f"'{domain}'" if domain else "ai.onnx (the standard ops)"
+            raise OnnxPruneError(
+                f"{label} declares no opset version for domain {name}, which node '{node.name}' uses "
+                "(a truncated or hand-edited file?): re-export the model"
+            )
+
+
+def _check_values_defined(model: ir.Model, label: str) -> None:
+    """Every value a node reads, and every graph output, is made by a node, is a graph
+    input or is an initializer."""
+    graph = model.graph
+
+    def defined(value: ir.Value) -> bool:
+        return value.producer() is not None or value.is_graph_input() or value.const_value is not None or (
+            value.name in graph.initializers
+        )
+
+    for node in graph:
+        for value in node.inputs:
+            if value is not None and not defined(value):
+                raise OnnxPruneError(
+                    f"node '{node.name}' of {label} reads '{value.name}', which no node, graph input or initializer "
+                    "provides: the model is incomplete (a missing initializer?); re-export it"
+                )
+    for value in graph.outputs:
+        if not defined(value):
+            raise OnnxPruneError(
+                f"graph output '{value.name}' of {label} is made by no node: the model is incomplete; re-export it"
+            )
+
+
+_CHECKS = (
+    _check_ir_version, _check_io, _check_external_data, _check_domains, _check_opsets, _check_values_defined,
+    _check_control_flow, _check_quantized,
+)
 
 
 def _all_nodes(model: ir.Model) -> Iterator[tuple[ir.Node, str]]:
@@ -239,52 +305,130 @@ def save_model(
     external_data: bool | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
 ) -> None:
-    """Write `model` to `path` atomically.
+    """Write `model` to `path` atomically (see `StagedOutputs.model`)."""
+    with StagedOutputs() as out:
+        out.model(model, path, external_data=external_data, external_data_threshold=external_data_threshold)
+        out.commit()
 
-    Both files (the .onnx and, with external data, `<name>.data` next to it) are first
-    written into a temporary directory beside `path` and renamed into place last, so a
-    failure leaves nothing new at `path` and never a half-written file. `external_data`
-    None means: external when the initializers total more than `external_data_threshold`
-    bytes. Saving over the file a model was loaded from is safe: tensors of `model` that
-    live in the data file being replaced are re-pointed (before the rename) at a memory
-    map of the old file, so `model` stays usable and nothing is read into RAM.
-    Not atomic across the two renames: a crash between them leaves a new .data with the
-    old .onnx. Does not validate the model.
+
+class StagedOutputs:
+    """Files written under temporary names beside their destinations and renamed into
+    place together by `commit`, so a run leaves all of its outputs or none of them.
+
+    Staging (the part that can fail: disk full, no permission, a bad model) writes into
+    a temporary directory next to each destination; `commit` only renames. Leaving the
+    `with` block without a commit (an error, an interrupt) removes everything staged.
+    Not atomic across the renames themselves: a crash between two renames leaves the
+    first in place. Callers who must not be interrupted there block signals around
+    `commit` (the CLI does).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    if not name or not os.path.isdir(directory):
-        raise OnnxPruneError(f"cannot save to {path}: the directory {directory} does not exist; create it first")
-    total = initializer_bytes(model)
-    use_external = external_data if external_data is not None else total > external_data_threshold
-    if not use_external and total > EXTERNAL_DATA_THRESHOLD:
-        raise OnnxPruneError(
-            f"cannot save {path} without external data: its weights ({total / 2**30:.2f} GiB) exceed protobuf's 2 GB "
-            "limit; save with external_data=True"
-        )
-    data_name = name + ".data"
-    final_data = os.path.join(directory, data_name)
-    tmpdir = tempfile.mkdtemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        tmp_model = os.path.join(tmpdir, name)
-        tmp_data = os.path.join(tmpdir, data_name)
+
+    def __init__(self):
+        self._moves: list[tuple[str, str, object]] = []  # (staged file, destination, before-rename hook)
+        self._tmpdirs: list[str] = []
+
+    def __enter__(self) -> "StagedOutputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+    def _tmpdir(self, path: str) -> tuple[str, str, str]:
+        """(directory, file name, a fresh temporary directory beside `path`)."""
+        directory, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+        if not name or not os.path.isdir(directory):
+            raise OnnxPruneError(f"cannot write {path}: the directory {directory} does not exist; create it first")
+        if os.path.isdir(path):
+            raise OnnxPruneError(f"cannot write {path}: it is a directory; name a file, e.g. {os.path.join(path, name or 'out')}")
+        try:
+            tmpdir = tempfile.mkdtemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+        except OSError as err:
+            raise OnnxPruneError(
+                f"cannot write {path} ({first_line(err)}): choose a folder you can write to"
+            ) from err
+        self._tmpdirs.append(tmpdir)
+        return directory, name, tmpdir
+
+    def add(self, path: str | os.PathLike, write) -> None:
+        """Stage one file: `write(temporary_path)` writes it."""
+        path = os.fspath(path)
+        _, name, tmpdir = self._tmpdir(path)
+        staged = os.path.join(tmpdir, name)
+        _staging(path, lambda: write(staged))
+        self._moves.append((staged, path, None))
+
+    def json(self, path: str | os.PathLike, data) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=False)
+                f.write("\n")
+
+        self.add(path, write)
+
+    def model(
+        self, model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None,
+        external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    ) -> None:
+        """Stage `model` at `path`: the .onnx and, with external data, `<name>.data` next
+        to it. `external_data` None means: external when the initializers total more
+        than `external_data_threshold` bytes. Saving over the file a model was loaded
+        from is safe: tensors of `model` that live in the data file being replaced are
+        re-pointed (just before the rename) at a memory map of the old file, so `model`
+        stays usable and nothing is read into RAM. Does not validate the model."""
+        path = os.fspath(path)
+        total = initializer_bytes(model)
+        use_external = external_data if external_data is not None else total > external_data_threshold
+        if not use_external and total > EXTERNAL_DATA_THRESHOLD:
+            raise OnnxPruneError(
+                f"cannot save {path} without external data: its weights ({total / 2**30:.2f} GiB) exceed protobuf's "
+                "2 GB limit; save with external_data=True"
+            )
+        directory, name, tmpdir = self._tmpdir(path)
+        tmp_model, data_name = os.path.join(tmpdir, name), name + ".data"
         if use_external:
-            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=_INLINE_TENSOR_BYTES)
+            _staging(path, lambda: ir.save(model, tmp_model, external_data=data_name,
+                                           size_threshold_bytes=_INLINE_TENSOR_BYTES))
         else:
-            onnx.save(to_proto(model), tmp_model)
+            _staging(path, lambda: onnx.save(to_proto(model), tmp_model))
+        tmp_data, final_data = os.path.join(tmpdir, data_name), os.path.join(directory, data_name)
         if os.path.exists(tmp_data):
-            _detach_from_file(model, final_data)
-            os.replace(tmp_data, final_data)
-        os.replace(tmp_model, path)
+            self._moves.append((tmp_data, final_data, lambda: _detach_from_file(model, final_data)))
+        self._moves.append((tmp_model, path, None))
+
+    def commit(self) -> None:
+        for _, destination, _ in self._moves:
+            if os.path.isdir(destination):
+                raise OnnxPruneError(f"cannot write {destination}: it is a directory; name a file")
+        for staged, destination, before in self._moves:
+            if before is not None:
+                before()
+            try:
+                os.replace(staged, destination)
+            except OSError as err:
+                raise OnnxPruneError(f"could not write {destination} ({first_line(err)}): check permissions") from err
+        self._moves = []
+        self.discard()
+
+    def discard(self) -> None:
+        for tmpdir in self._tmpdirs:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        self._tmpdirs, self._moves = [], []
+
+
+def _staging(path: str, write) -> None:
+    try:
+        write()
     except OnnxPruneError:
         raise
     except Exception as err:
-        raise OnnxPruneError(
-            f"could not save {path} ({first_line(err)}): check free disk space and permissions"
-        ) from err
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise OnnxPruneError(f"could not save {path} ({first_line(err)}): check free disk space and permissions") from err
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Write JSON through a temporary file and rename, so no half-written file remains."""
+    with StagedOutputs() as out:
+        out.json(path, data)
+        out.commit()
 
 
 def _detach_from_file(model: ir.Model, data_path: str) -> None:

@@ -64,6 +64,8 @@ class Decision:
     plan: PruningPlan | None = None
     latency_before: float | None = None
     latency_feeds: Mapping[str, np.ndarray] | None = None
+    target_reached: bool | None = None  # None: the method has no target
+    stopped_because: str | None = None  # when the target was not reached: why, and what to do
 
 
 class Strategy(Protocol):
@@ -111,6 +113,8 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
         "latency": _latency(decision, model),
         "interface": interface,
         "verification": verification,
+        "target_reached": decision.target_reached,
+        "stopped_because": decision.stopped_because,
     }
     return PruneResult(model=model, plan=plan, report=report)
 

@@ -366,11 +366,22 @@ class _Search:
             self.parent = _tuned_parent(_as_model(s.fine_tune(physical)), self.ws.options, s.taps, s.criterion,
                                         self.feeds)
 
+    def _why_short(self) -> str:
+        done = f"{len(self.steps)} iterations, MACs −{100 * (1 - self.macs / max(self.base_macs, 1)):.1f} %"
+        if len(self.steps) >= self.s.max_iterations:
+            return f"stopped after the most iterations allowed ({done}): raise max_iterations"
+        return (
+            f"neither a block nor channels could be removed any more ({done}): lower --min-blocks-per-stage, or "
+            "use --scope all to prune the residual stream too"
+        )
+
     def decision(self) -> Decision:
         s, parent = self.s, self.parent
         meta = {"method": "everything", "arbiter": s.arbiter, "criterion": s.criterion, "scope": s.scope,
                 "target": dict(s.target.__dict__), "taps": parent.probe.taps}
+        reached = self.finished()
         decision = Decision(
+            target_reached=reached, stopped_because=None if reached else self._why_short(),
             settings=s.settings(parent.probe.taps), plan_meta=meta, iterations=self.steps,
             predicted={"macs": self.macs, "params": self.params},
             chosen={"layers": sum(x["choice"] == "layer" for x in self.steps),

@@ -159,11 +159,23 @@ class LayersStrategy:
             "taps": probe.taps, "calibration": {"samples": self.calib.n, "source": self.calib.source},
             "cka": "debiased" if self.debiased else "biased", "order": self.order,
         }
+        reached = self.target.reached(1 - last["macs_after"] / max(costs.total_macs, 1),
+                                      1 - last["params_after"] / max(costs.total_params, 1), len(run.dropped))
         return Decision(
+            target_reached=reached, stopped_because=None if reached else self._why_short(blocks, run),
             dropped=run.dropped, settings=settings, iterations=run.steps,
             plan_meta={"method": "layers", "target": self.target.__dict__, "min_per_stage": self.min_per_stage,
                        "taps": probe.taps},
             predicted={"macs": last["macs_after"], "params": last["params_after"]},
+        )
+
+
+    def _why_short(self, blocks: list[Block], run: LayerRun) -> str:
+        identity = sum(1 for b in blocks if b.removable and b.kind == "identity")
+        return (
+            f"no residual block is left to drop ({len(run.dropped)} dropped of {identity} identity blocks; the "
+            f"network's first block never goes and every stage keeps --min-blocks-per-stage {self.min_per_stage}): "
+            "lower --min-blocks-per-stage, or use --method everything, which removes channels too"
         )
 
 

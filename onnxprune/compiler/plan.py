@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 from onnxprune.compiler.selection import emptied_axes
 from onnxprune.errors import OnnxPruneError
+from onnxprune.model_io import write_json_atomic
 from onnxprune.passes.blocks import Block
 from onnxprune.passes.channel_analysis import ChannelAnalysis
 
@@ -114,9 +114,9 @@ class PruningPlan:
         return {"format": FORMAT, "meta": self.meta, "channels": self.channels, "blocks": self.blocks}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PruningPlan":
-        if data.get("format") != FORMAT:
-            raise OnnxPruneError(f"not an onnxprune plan (expected format {FORMAT!r})")
+    def from_dict(cls, data, source: str = "the plan") -> "PruningPlan":
+        """A plan from its JSON form, checked against the schema (one-line errors)."""
+        _check_schema(data, source)
         return cls(channels=data.get("channels", []), blocks=data.get("blocks", []), meta=data.get("meta", {}))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -126,21 +126,44 @@ class PruningPlan:
     def load(cls, path: str | os.PathLike) -> "PruningPlan":
         try:
             with open(path) as f:
-                return cls.from_dict(json.load(f))
-        except (OSError, json.JSONDecodeError) as e:
-            raise OnnxPruneError(f"cannot read plan {path}: {e}") from None
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise OnnxPruneError(f"cannot read plan {path}: {e}: pass a plan written by --save-plan") from None
+        return cls.from_dict(data, f"plan {path}")
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> None:
-    """Write JSON through a temporary file and rename, so no half-written file remains."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# What each plan entry holds: field -> (type check, what it is).
+_CHANNEL_FIELDS = {
+    "tensor": (lambda v: isinstance(v, str), "the name of the weight whose output features it removes"),
+    "axis": (lambda v: _is_int(v), "that weight's feature axis, an integer"),
+    "node": (lambda v: isinstance(v, str), "the name of the node the weight belongs to"),
+    "removed": (lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of integer indices"),
+}
+# Optional: written by --save-plan for people, not needed to apply it.
+_OPTIONAL = {"size": (lambda v: _is_int(v) and v > 0, "the axis' size, a positive integer")}
+_BLOCK_FIELDS = {"add": (lambda v: isinstance(v, str), "the name of the block's residual Add node")}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_schema(data, source: str) -> None:
+    fix = "write plans with --save-plan, or fix the entry by hand"
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise OnnxPruneError(f"{source} is not an onnxprune plan (a JSON object with \"format\": {FORMAT!r}): {fix}")
+    if not isinstance(data.get("meta", {}), dict):
+        raise OnnxPruneError(f"{source}: \"meta\" must be an object: {fix}")
+    for key, fields in (("channels", _CHANNEL_FIELDS), ("blocks", _BLOCK_FIELDS)):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            raise OnnxPruneError(f"{source}: \"{key}\" must be a list of objects, got {type(entries).__name__}: {fix}")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise OnnxPruneError(f"{source}: {key}[{i}] must be an object, got {type(entry).__name__}: {fix}")
+            for name, (ok, what) in fields.items():
+                if name not in entry:
+                    raise OnnxPruneError(f"{source}: {key}[{i}] has no \"{name}\" ({what}): {fix}")
+            for name, (ok, what) in {**fields, **_OPTIONAL}.items():
+                if name in entry and not ok(entry[name]):
+                    raise OnnxPruneError(f"{source}: {key}[{i}] \"{name}\" must be {what}, got {entry[name]!r}: {fix}")

@@ -3,14 +3,12 @@ and the model's MACs against iteration. Needs matplotlib (`pip install onnxprune
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 from onnxprune.errors import OnnxPruneError
 
 
 def plot_run(report: dict, path: str) -> None:
-    """Write the plot atomically (temporary file, then rename)."""
+    """Write the plot to `path` (the CLI stages it with the other outputs)."""
     try:
         import matplotlib
 
@@ -49,13 +47,7 @@ def plot_run(report: dict, path: str) -> None:
     ax.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8)
     ax.set_title(f"{report['settings'].get('method')}: MACs −{100 * report['cost']['macs_reduction']:.1f} %")
     fig.tight_layout()
-    where = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=where)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        fig.savefig(path, dpi=120, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

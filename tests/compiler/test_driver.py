@@ -24,7 +24,7 @@ DIGITS = os.path.join(ROOT, "digits", "digits_resnet.onnx")
 CALIB = os.path.join(ROOT, "digits", "digits_calib.npz")
 TEST = os.path.join(ROOT, "digits", "digits_test.npz")
 SCHEMA = {"format", "method", "settings", "input_shapes", "groups", "blocks", "iterations", "chosen", "cost",
-          "latency", "interface", "verification"}
+          "latency", "interface", "verification", "target_reached", "stopped_because"}
 
 
 @pytest.fixture(scope="module")
