@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "onnx>=1.17",
-        "onnx-ir>=0.1.12",
+        "onnx-ir>=0.1.14",  # Model.clone (tensors shared)
         "numpy>=1.24",
         "networkx>=3.0",
     ],

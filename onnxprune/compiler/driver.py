@@ -30,11 +30,13 @@ from onnxprune.compiler.report import (
     cost_section,
     groups_section,
 )
-from onnxprune.compiler.verify import verify_model
+from onnxprune.compiler.verify import Expected, take_kept, verify_model
 from onnxprune.compiler.workspace import Options, Workspace
-from onnxprune.model_io import declared_input_shapes
+from onnxprune.model_io import declared_input_shapes, make_sample_inputs
 from onnxprune.passes.cost import model_cost
+from onnxprune.passes.reference import ExactReferencePass
 from onnxprune.passes.shapes import static_shapes
+from onnxprune.passes.slice_channels import interface_changes
 from onnxprune.runtime.session import measure_latency
 
 
@@ -84,21 +86,25 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     groups = groups_section(ws.analysis, decision.removed, decision.criteria) if ws.analysed else None
     blocks = blocks_section(ws.blocks, decision.dropped) if ws.blocks_found else None
     plan = decision.plan or _plan(ws, decision)
+    changes = interface_changes(ws.analysis, decision.removed) if ws.analysed and decision.model is None else []
+    interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
+    expected, unchecked = _expected(ws, decision, interface) if verify else (None, "")
     if decision.model is None:
-        changes = ws.rewrite(decision.removed, decision.dropped, slice_channels=decision.slice_channels)
+        ws.rewrite(decision.removed, decision.dropped, slice_channels=decision.slice_channels)
         model = ws.model
     else:
-        model, changes = decision.model, []
-    interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
+        model = decision.model
     feeds = ws.options.sample_feeds
+    if feeds is None and interface:
+        feeds = make_sample_inputs(ws.original, ws.shapes_in)
     pruned_feeds = None if feeds is None else take_kept(feeds, interface, "input")
     verification = None
     if verify:
         result = verify_model(
             ws.original, model, ws.shapes_in, resized={c["name"] for c in interface},
-            feeds=feeds, pruned_feeds=pruned_feeds,
+            feeds=feeds, pruned_feeds=pruned_feeds, expected=expected, unchecked_values=unchecked,
         )
-        verification = {"ok": result.ok, "message": result.message}
+        verification = {"ok": result.ok, "message": result.message, "checks": result.checks}
     after = model_cost(model, static_shapes(model, declared_input_shapes(model, ws.shapes_in), pruned_feeds))
     report = {
         "format": FORMAT,
@@ -119,6 +125,29 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     return PruneResult(model=model, plan=plan, report=report)
 
 
+def _expected(ws: Workspace, decision: Decision, interface: list[dict]) -> tuple[Expected | None, str]:
+    """What the pruned model's outputs must equal, when that is known in advance; else
+    why its values are not compared. Built before the rewrite changes the working model."""
+    if decision.model is not None:
+        return None, "values not compared: the model was changed by the fine-tuning hook"
+    if not decision.removed and not decision.dropped:
+        return Expected("the original's outputs (nothing was removed)"), ""
+    if decision.removed:
+        an = ws.analysis
+        inexact = {an.class_group[c] for c in decision.removed if not an.groups[an.class_group[c]].exact}
+        if inexact:
+            return None, (
+                f"values not compared: {len(inexact)} pruned group(s) are inexact (a norm, softmax or reduction "
+                "over their channels changes the numbers on purpose)"
+            )
+    dropped = set(decision.dropped)
+    reference = ws.model.clone(deep_copy=True)  # shares the weights; the pass copies what it zeroes
+    ExactReferencePass(ws.analysis if ws.analysed else None, decision.removed,
+                       [b for b in ws.blocks if b.id in dropped] if dropped else [])(reference)
+    what = "the original with the removed channels' consumers zeroed and dropped blocks' branches times 0 (exact)"
+    return Expected(what, reference, interface), ""
+
+
 def _plan(ws: Workspace, decision: Decision) -> PruningPlan:
     if ws.analysed:
         plan = PruningPlan.from_removed(ws.analysis, decision.removed, **decision.plan_meta)
@@ -134,14 +163,3 @@ def _latency(decision: Decision, model: ir.Model) -> dict | None:
         return None
     after = measure_latency(model, decision.latency_feeds)
     return {"before_s": decision.latency_before, "after_s": after, "speedup": round(decision.latency_before / after, 4)}
-
-
-def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
-    """Arrays for the original interface cut to the pruned one (e.g. a KV cache the
-    caller holds), using the kept indices the report lists per changed axis."""
-    out = dict(arrays)
-    for change in interface:
-        if change["direction"] == direction and change["name"] in out:
-            for axis, kept in change["kept"].items():
-                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
-    return out

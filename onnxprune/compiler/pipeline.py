@@ -12,8 +12,9 @@ caller's (or the CLI's) job, through `save_model`, which is atomic.
 from __future__ import annotations
 
 from onnxprune.compiler.channels import ChannelsStrategy, PlanStrategy
-from onnxprune.compiler.driver import PruneResult, run, take_kept
+from onnxprune.compiler.driver import PruneResult, run
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.verify import take_kept
 from onnxprune.compiler.workspace import Options, Workspace, analyze
 from onnxprune.passes.cost import model_cost
 from onnxprune.passes.predict import group_costs

@@ -1,8 +1,12 @@
 """Verify a pruned model: it passes the ONNX checker, keeps the original's interface,
-and runs in ONNX Runtime producing outputs of the same names, dtypes and shapes.
+runs in ONNX Runtime producing outputs of the same names, dtypes and shapes, and — where
+the numbers are known in advance — computes them: with nothing removed, the original's
+outputs; with an exact removal, the outputs of the original with the removed channels'
+consumers zeroed and the dropped blocks' branches multiplied by 0 (`Expected`).
 
-What this does not do: judge accuracy. Pruning changes the numbers on purpose, so the
-per-output differences are reported for information only and never fail verification.
+What this does not do: judge accuracy. An inexact removal (LayerNorm, Softmax, a
+reduction over removed channels) changes the numbers on purpose: its differences are
+reported for information only, and `checks` says the values were not compared.
 """
 from __future__ import annotations
 
@@ -52,6 +56,30 @@ class VerifyResult:
     checker_ok: bool
     outputs: list[OutputComparison]
     message: str
+    checks: list[str] = dataclasses.field(default_factory=list)  # what was checked, in words
+
+
+@dataclasses.dataclass
+class Expected:
+    """The outputs the pruned model must reproduce: those of `model` (None: the original
+    itself) on the original's inputs, cut to the kept indices of resized outputs
+    (`interface`), within `rtol` of each output's largest magnitude. `what` names them."""
+
+    what: str
+    model: ir.Model | None = None
+    interface: list[dict] = dataclasses.field(default_factory=list)
+    rtol: float = 1e-4
+
+
+def take_kept(arrays: dict, interface: list[dict], direction: str) -> dict:
+    """Arrays for the original interface cut to the pruned one (e.g. a KV cache the
+    caller holds), using the kept indices the report lists per changed axis."""
+    out = dict(arrays)
+    for change in interface:
+        if change["direction"] == direction and change["name"] in out:
+            for axis, kept in change["kept"].items():
+                out[change["name"]] = np.take(out[change["name"]], kept, axis=int(axis))
+    return out
 
 
 def verify_model(
@@ -64,6 +92,8 @@ def verify_model(
     resized: Collection[str] = (),
     feeds: Mapping[str, np.ndarray] | None = None,
     pruned_feeds: Mapping[str, np.ndarray] | None = None,
+    expected: Expected | None = None,
+    unchecked_values: str = "values not compared",
 ) -> VerifyResult:
     """Check `pruned` against `original`; raise OnnxPruneError when not ok (by default).
 
@@ -75,7 +105,8 @@ def verify_model(
     may differ, and the pruned model is fed inputs of its own declared sizes.
     `feeds` replaces the random inputs (for models that need consistent ones, e.g.
     sequence lengths); `pruned_feeds` then gives the pruned model's (default: the same).
-    Neither model is modified.
+    With `expected`, the outputs must also equal those; without, `unchecked_values` says
+    why the values were not compared. Neither model is modified.
     """
     problems: list[str] = []
     checker_error = _checker_error(pruned)
@@ -89,12 +120,21 @@ def verify_model(
     interface = _interface_problems(original, pruned, resized)
     problems.extend(interface)
     outputs: list[OutputComparison] = []
+    checks = ["ONNX checker", "same interface"]
     if not interface:
-        outputs, run_problems = _run_and_compare(original, pruned, input_shapes, seed, resized, feeds, pruned_feeds)
+        outputs, run_problems, results = _run_and_compare(
+            original, pruned, input_shapes, seed, resized, feeds, pruned_feeds
+        )
         problems.extend(run_problems)
+        checks.append("runs in ONNX Runtime with outputs of the original's names, dtypes and shapes")
+        if expected is not None and not run_problems:
+            problems.extend(_compare_values(results, expected))
+            checks.append(f"values equal {expected.what} (within {expected.rtol:g} relative)")
+        elif expected is None:
+            checks.append(unchecked_values)
     ok = not problems
     message = "ok" if ok else "; ".join(problems)
-    result = VerifyResult(ok=ok, checker_ok=checker_error is None, outputs=outputs, message=message)
+    result = VerifyResult(ok=ok, checker_ok=checker_error is None, outputs=outputs, message=message, checks=checks)
     if not ok and raise_on_failure:
         raise OnnxPruneError(f"pruned model failed verification: {message}")
     return result
@@ -150,12 +190,12 @@ def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset(), 
         pruned_feeds = make_sample_inputs(pruned, declared_input_shapes(pruned, shapes), seed=seed) if resized else feeds
     elif pruned_feeds is None:
         pruned_feeds = feeds
-    results = {}
+    results = {"feeds": feeds}
     for label, model, data in (("original", original, feeds), ("pruned", pruned, pruned_feeds)):
         try:
             results[label] = run_session(ort_session(model), data)
         except OnnxPruneError as err:
-            return [], [f"{label} model: {err}"]
+            return [], [f"{label} model: {err}"], results
     comparisons, problems = [], []
     for name in results["original"]:
         a, b = results["original"][name], results["pruned"].get(name)
@@ -182,7 +222,34 @@ def _run_and_compare(original, pruned, input_shapes, seed, resized=frozenset(), 
             row.max_abs_diff = float(np.abs(after - before).max())
             row.rel_diff = row.max_abs_diff / max(float(np.abs(before).max()), 1e-12)
         comparisons.append(row)
-    return comparisons, problems
+    return comparisons, problems, results
+
+
+def _compare_values(results: dict, expected: Expected) -> list[str]:
+    """Problems where the pruned model's float outputs differ from `expected`'s."""
+    if expected.model is None:
+        want = results["original"]
+    else:
+        try:
+            want = run_session(ort_session(expected.model), results["feeds"])
+        except OnnxPruneError as err:
+            return [f"the reference model ({expected.what}) did not run: {err}"]
+    want = take_kept(want, expected.interface, "output")
+    problems = []
+    for name, a in want.items():
+        b = results["pruned"].get(name)
+        if b is None or a.shape != b.shape or not a.size or a.dtype.kind not in "fcV":
+            continue  # shapes were judged above; integer outputs (indices) are not compared
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        scale = max(float(np.abs(a64[np.isfinite(a64)]).max(initial=0.0)), 1e-12)
+        same_nan = np.array_equal(np.isnan(a64), np.isnan(b64))
+        diff = float(np.nan_to_num(np.abs(b64 - a64), nan=0.0, posinf=np.inf).max()) / scale
+        if not same_nan or diff > expected.rtol:
+            problems.append(
+                f"output '{name}' differs from {expected.what} by {diff:.3g} of its magnitude "
+                f"(allowed {expected.rtol:g}): the removal was not as exact as the analysis claims"
+            )
+    return problems
 
 
 def _dtype(value: ir.Value) -> str | None:
@@ -202,4 +269,4 @@ def _describe(signature: list) -> str:
     return ", ".join(f"{name}:{dtype}{list(shape) if shape is not None else '[?]'}" for name, dtype, shape in signature)
 
 
-__all__ = ["OutputComparison", "VerifyResult", "verify_model"]
+__all__ = ["Expected", "OutputComparison", "VerifyResult", "take_kept", "verify_model"]

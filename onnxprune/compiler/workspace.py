@@ -30,7 +30,7 @@ from onnxprune.passes.interface import resizable_io
 from onnxprune.passes.predict import predicted_cost
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
-from onnxprune.passes.slice_channels import SliceChannelsPass, interface_changes
+from onnxprune.passes.slice_channels import SliceChannelsPass
 
 
 @dataclass
@@ -140,11 +140,10 @@ class Workspace:
         names = {n for b in self.blocks if b.id in set(dropped) for n in (*b.branch, b.add)}
         return {i for i, node in enumerate(self.analysis.nodes) if node.name in names}
 
-    def rewrite(self, removed: set[int], dropped: list[int], *, slice_channels: bool) -> list[dict]:
+    def rewrite(self, removed: set[int], dropped: list[int], *, slice_channels: bool) -> None:
         """Make the decision physical in `self.model`: channels first (when a channel
         analysis decided them, or `slice_channels` asks for the cleaned, re-annotated
-        model even with nothing removed), then blocks. Returns the interface changes."""
-        interface = interface_changes(self.analysis, removed) if self.analysed else []
+        model even with nothing removed), then blocks."""
         if self.analysed and (removed or slice_channels):
             ir.passes.Sequential(
                 SliceChannelsPass(self.analysis, removed), RemoveUnusedNodesPass(), InferValueShapesPass()
@@ -153,4 +152,3 @@ class Workspace:
             adds = [b.add for b in self.blocks if b.id in set(dropped)]
             present = {b.add: b for b in find_blocks(self.model)}
             ir.passes.Sequential(RemoveBlocksPass([present[a] for a in adds]), RemoveUnusedNodesPass())(self.model)
-        return interface

@@ -19,6 +19,21 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import first_line, prefers_file, save_model, to_proto
 
 
+def _onnxruntime():
+    """onnxruntime, with its process-wide logger kept quiet (errors reach the user as
+    onnxprune's one line) and its telemetry off."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise OnnxPruneError(
+            "onnxruntime is not installed: pip install onnxprune[cpu] (or onnxprune[gpu] for CUDA)"
+        ) from err
+    ort.set_default_logger_severity(4)
+    if hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+    return ort
+
+
 def ort_session(
     model: ir.Model | onnx.ModelProto | str | os.PathLike,
     *,
@@ -31,17 +46,14 @@ def ort_session(
     passed as bytes when under 2 GB, else saved to a temporary directory that lives as
     long as the session. Does not cache sessions.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise OnnxPruneError(
-            "onnxruntime is not installed: pip install onnxprune[cpu] (or onnxprune[gpu] for CUDA)"
-        ) from err
+    ort = _onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.intra_op_num_threads = intra_op_num_threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    # onnxprune reports ONNX Runtime's failures in its own one line; ORT's logger would
+    # print them (and warnings, ANSI-coloured) to stderr as well.
+    options.log_severity_level = 4
     providers = providers or ["CPUExecutionProvider"]
     keep_alive = None
     if isinstance(model, ir.Model):

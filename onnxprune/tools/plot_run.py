@@ -3,7 +3,6 @@ and the model's MACs against iteration. Needs matplotlib (`pip install onnxprune
 
 from __future__ import annotations
 
-
 from onnxprune.errors import OnnxPruneError
 
 
