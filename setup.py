@@ -21,7 +21,7 @@ setup(
         # Decoding image folders for calibration data.
         "images": ["Pillow>=9"],
         "plot": ["matplotlib>=3.6"],
-        "test": ["pytest>=7", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9"],
         "models": ["torch>=2.4", "onnxscript>=0.2", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["onnxprune=onnxprune.cli:main"]},

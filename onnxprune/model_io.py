@@ -26,6 +26,7 @@ from onnx_ir.passes.common import RemoveInitializersFromInputsPass
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.name_nodes import NameNodesPass
+from onnxprune.proto_scan import read_lazily
 
 # Domains whose ops we know how to reason about; anything else is a custom op we
 # cannot propagate channel removals through.
@@ -38,6 +39,11 @@ MIN_IR_VERSION = 3
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
 # Tensors at or below this size stay inline even when a model is saved with external data.
 _INLINE_TENSOR_BYTES = 1024
+# Single-file models from this size on are read without their weights (proto_scan.py).
+LAZY_FILE_BYTES = 64 * 2**20
+# Models whose weights exceed this reach ONNX Runtime and the checker as files, not
+# bytes: from bytes ONNX Runtime holds the bytes, the parsed proto and its own copy.
+FILE_HANDOFF_BYTES = 256 * 2**20
 
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _QUANTIZED_OPS = _QDQ_OPS | frozenset({
@@ -79,6 +85,13 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
         ) from err
     if base_dir is not None:
         ir.external_data.set_base_dir(model.graph, base_dir)
+    return prepare(model, label, allow_quantized=allow_quantized)
+
+
+def prepare(model: ir.Model, label: str = "the model", *, allow_quantized: bool = False) -> ir.Model:
+    """What `load_model` does once a model is in onnx-ir (also for a copy made with
+    `ir.Model.clone`): initializers listed as inputs become constants, every node gets a
+    unique name, and `check_supported` runs. Returns `model`, changed in place."""
     RemoveInitializersFromInputsPass()(model)
     # Node names are node identity from here on (analysis, blocks, probe, plans).
     NameNodesPass()(model)
@@ -92,6 +105,9 @@ def _read_proto(path: str) -> onnx.ModelProto:
     if os.path.isdir(path):
         raise OnnxPruneError(f"{path} is a directory, not a model: pass the .onnx file inside it")
     try:
+        if os.path.getsize(path) >= LAZY_FILE_BYTES:
+            # Weights stay in the file, mapped when used (a large model is not read twice).
+            return read_lazily(path)
         # External data is not read: onnx-ir maps it when a tensor is used.
         return onnx.load(path, load_external_data=False)
     except DecodeError as err:
@@ -393,7 +409,8 @@ class StagedOutputs:
         tmp_data, final_data = os.path.join(tmpdir, data_name), os.path.join(directory, data_name)
         if os.path.exists(tmp_data):
             self._moves.append((tmp_data, final_data, lambda: _detach_from_file(model, final_data)))
-        self._moves.append((tmp_model, path, None))
+        # Weights read lazily live in the .onnx file itself: detach them from it too.
+        self._moves.append((tmp_model, path, lambda: _detach_from_file(model, path)))
 
     def commit(self) -> None:
         for _, destination, _ in self._moves:
@@ -432,7 +449,8 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
 
 
 def _detach_from_file(model: ir.Model, data_path: str) -> None:
-    """Re-point initializers backed by `data_path` at an mmap of its current contents.
+    """Re-point initializers backed by `data_path` (an external-data file, or a model
+    read lazily) at an mmap of its current contents.
 
     Why: after `os.replace` the path names the new file, whose offsets differ, so the old
     ExternalTensors would silently read wrong bytes. An open mmap keeps the old inode
@@ -449,13 +467,26 @@ def _detach_from_file(model: ir.Model, data_path: str) -> None:
                 value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
 
 
+def release_mapped(model: ir.Model) -> None:
+    """Unmap the weights of `model` that live in files (they map again when used): the
+    pages a scan or a save touched stop counting against the process's memory."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                try:
+                    value.const_value.release()
+                except BufferError:  # an array of it is still in use: leave it mapped
+                    pass
+
+
 def prefers_file(model: ir.Model) -> bool:
     """Whether `model` should reach ONNX APIs as a saved file rather than as bytes.
 
-    True when its weights exceed the protobuf limit, or when any live in external files:
-    inlining those would copy every weight into RAM, while saving copies file to file.
+    True when its weights exceed `FILE_HANDOFF_BYTES`, or when any live in external
+    files: inlining those would copy every weight into RAM, while saving copies file to
+    file.
     """
-    return initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD or any(
+    return initializer_bytes(model) > FILE_HANDOFF_BYTES or any(
         isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
     )
 

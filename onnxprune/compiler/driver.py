@@ -32,7 +32,7 @@ from onnxprune.compiler.report import (
 )
 from onnxprune.compiler.verify import Expected, take_kept, verify_model
 from onnxprune.compiler.workspace import Options, Workspace
-from onnxprune.model_io import declared_input_shapes, make_sample_inputs
+from onnxprune.model_io import declared_input_shapes, make_sample_inputs, release_mapped
 from onnxprune.passes.cost import model_cost
 from onnxprune.passes.reference import ExactReferencePass
 from onnxprune.passes.shapes import static_shapes
@@ -81,6 +81,7 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     decides; see the module docstring."""
     ws = Workspace(source, options)
     decision = strategy.search(ws)
+    release_mapped(ws.model)  # what the search read of the weights need not stay mapped
     before = ws.cost_before()
     predicted = decision.predicted or ws.predict(decision.removed, decision.dropped)
     groups = groups_section(ws.analysis, decision.removed, decision.criteria) if ws.analysed else None
@@ -103,6 +104,7 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
         result = verify_model(
             ws.original, model, ws.shapes_in, resized={c["name"] for c in interface},
             feeds=feeds, pruned_feeds=pruned_feeds, expected=expected, unchecked_values=unchecked,
+            original_path=ws.source_path,
         )
         verification = {"ok": result.ok, "message": result.message, "checks": result.checks}
     after = model_cost(model, static_shapes(model, declared_input_shapes(model, ws.shapes_in), pruned_feeds))

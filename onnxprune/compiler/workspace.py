@@ -21,7 +21,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import load_model, resolve_input_shapes
+from onnxprune.model_io import load_model, prepare, resolve_input_shapes
 from onnxprune.passes.blocks import Block, block_costs, find_blocks
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels
 from onnxprune.passes.cost import CostReport, model_cost
@@ -47,12 +47,13 @@ class Options:
 
 
 def working_copy(source) -> ir.Model:
-    """A model of our own to change. From a path it loads lazily (external data stays
-    memory-mapped); an `ir.Model` given by the caller is never modified."""
+    """A model of our own to change. From a path it loads lazily (weights stay in their
+    files, mapped when used); an `ir.Model` given by the caller is cloned (its weights
+    shared, never changed: rewrites replace tensors, they do not write into them)."""
     if isinstance(source, (str, os.PathLike, onnx.ModelProto)):
         return load_model(source)
     if isinstance(source, ir.Model):
-        return load_model(ir.serde.serialize_model(source))
+        return prepare(source.clone(deep_copy=True))
     raise OnnxPruneError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(source).__name__}")
 
 
@@ -81,7 +82,9 @@ class Workspace:
         # A copy: a strategy may complete the options (a plan's resizable outputs).
         self.options = dataclasses.replace(options) if options is not None else Options()
         self.original = source if isinstance(source, ir.Model) else load_model(source)
-        self.model = working_copy(source)
+        # The file the original was read from (ONNX Runtime may read it directly).
+        self.source_path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        self.model = working_copy(self.original)  # one read of the file; the weights are shared
         self.shapes_in = resolve_input_shapes(self.model, self.options.input_shapes)
         self._analysis: ChannelAnalysis | None = None
         self._shapes: dict | None = None

@@ -157,7 +157,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         mask = ir.Value(name=MASK_INPUT, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["probe_batch", column + 1]))
         graph.inputs.append(mask)
         done: dict[tuple, ir.Value] = {}
-        for ni, j, axis, var in _consumers(an):
+        for ni, j, axis, var in consumers(an):
             classes = an.classes_of(var)
             if classes is None:
                 continue  # a fixed axis: nothing to mask
@@ -211,7 +211,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         graph.insert_before(before, nodes)
         return mul.outputs[0]
 
-def _consumers(an):
+def consumers(an):
     """(node index, input index, axis, variable) for every activation axis a weight's
     input axis is tied to: where the channels of a group are consumed."""
     seen = set()

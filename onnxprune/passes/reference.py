@@ -1,12 +1,14 @@
 """ExactReferencePass: the model a pruned model must reproduce when its removal is exact.
 
-On a copy of the analysed graph (node i of the copy is node i of the analysis), it
-zeroes, for every removed channel class, the slices of the consumer weights that read it
-(the "in" members: a Conv's input channels, a Gemm's input features) — copy-on-write, so
-a constant shared with other readers keeps its values for them — and multiplies the
-residual branch of every dropped block by 0. When the channel analysis is right and the
-removal is exact, the pruned model computes exactly this (up to float rounding):
-nothing downstream reads the removed channels any more, and ``x + 0·f(x)`` is ``x``.
+On a copy of the analysed graph (node i of the copy is node i of the analysis), every
+consumer that contracts over removed channels (a Conv over its input channels, a Gemm or
+MatMul over its input features: where a weight's input axis is tied) reads them
+multiplied by 0 — a constant 0/1 mask, the probe's mask made permanent, so no weight is
+copied — and the residual branch of every dropped block is multiplied by 0. When the
+channel analysis is right and the removal is exact, the pruned model computes exactly
+this (up to float rounding): nothing downstream reads the removed channels any more,
+and ``x + 0·f(x)`` is ``x``. A consumer that reads the channels as its axis 0 gets the
+slices of its weight zeroed instead (copy-on-write).
 
 What it does not do: judge inexact removals (LayerNorm, Softmax or a reduction over the
 removed channels change their statistics), which have no such reference.
@@ -27,6 +29,7 @@ from onnxprune.passes.constants import (
     new_initializer,
     set_const_input,
 )
+from onnxprune.passes.probe_graph import consumers
 
 
 class ExactReferencePass(ir.passes.InPlacePass):
@@ -47,8 +50,17 @@ class ExactReferencePass(ir.passes.InPlacePass):
 
     def _zero_consumers(self, graph: ir.Graph, nodes: list[ir.Node]) -> None:
         removed = np.array(sorted(self.removed), dtype=np.int64)
+        masked: set[tuple[int, int]] = set()
+        for ni, j, axis, var in consumers(self.an):
+            classes = self.an.classes_of(var)
+            keep = None if classes is None else ~np.isin(classes, removed)
+            rank = len(self.an.shape_of(self.an.nodes[ni].inputs[j]) or ())
+            if keep is None or keep.all() or axis % max(rank, 1) == 0:
+                continue
+            _mask_input(graph, nodes[ni], j, keep, axis % rank, rank)
+            masked.add(ni)
         for m in self.an.const_members:
-            if m.role != "in":
+            if m.role != "in" or m.node_index in masked:
                 continue
             classes = self.an.classes_of(m.var)
             kill = None if classes is None else np.isin(classes, removed)
@@ -60,6 +72,19 @@ class ExactReferencePass(ir.passes.InPlacePass):
             index[m.axis] = kill
             arr[tuple(index)] = 0
             set_const_input(graph, node, m.input_index, arr)
+
+
+def _mask_input(graph: ir.Graph, node: ir.Node, j: int, keep: np.ndarray, axis: int, rank: int) -> None:
+    """Input `j` of `node` times a constant 0/1 mask along `axis`."""
+    value = node.inputs[j]
+    dtype = value.dtype.numpy() if value.dtype is not None else np.float32
+    shape = [1] * rank
+    shape[axis] = len(keep)
+    mask = new_initializer(graph, f"{node.name}_reference_mask", keep.astype(dtype).reshape(shape))
+    mul = ir.node("Mul", [value, mask], name=f"{node.name}_reference_mask_mul_{j}")
+    mul.outputs[0].name = fresh_name(graph, f"{value.name}_reference_masked")
+    graph.insert_before(node, mul)
+    node.replace_input_with(j, mul.outputs[0])
 
 
 def _silence_branch(graph: ir.Graph, add: ir.Node, entry: str) -> None:

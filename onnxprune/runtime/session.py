@@ -16,7 +16,13 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import first_line, prefers_file, save_model, to_proto
+from onnxprune.model_io import (
+    first_line,
+    prefers_file,
+    release_mapped,
+    save_model,
+    to_proto,
+)
 
 
 def _onnxruntime():
@@ -61,6 +67,7 @@ def ort_session(
             keep_alive = tempfile.TemporaryDirectory(prefix="onnxprune-")
             source = os.path.join(keep_alive.name, "model.onnx")
             save_model(model, source, external_data=True)
+            release_mapped(model)  # the pages the save read need not stay in this process
         else:
             source = to_proto(model).SerializeToString()
     elif isinstance(model, onnx.ModelProto):

@@ -402,7 +402,7 @@ def test_ort_session_over_the_protobuf_limit_goes_through_a_file(crc_proto, monk
     model = load_model(crc_proto)
     feeds = make_sample_inputs(model, resolve_input_shapes(model))
     expected = ort_session(crc_proto).run(None, feeds)[0]
-    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 100)  # pretend the weights are > 2 GB
+    monkeypatch.setattr(model_io, "FILE_HANDOFF_BYTES", 100)  # pretend the weights are large
     assert model_io.prefers_file(model)
     np.testing.assert_array_equal(ort_session(model).run(None, feeds)[0], expected)
 
@@ -427,3 +427,57 @@ def test_run_session_failure_is_one_line(crc_proto):
     with _raises("ONNX Runtime failed running the model") as info:
         run_session(ort_session(crc_proto), {"x": np.zeros((1, 5, 8, 8), np.float32)})
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- lazy reading
+
+
+def test_large_single_file_models_are_read_without_their_weights(tmp_path, monkeypatch):
+    """Above LAZY_FILE_BYTES the weights stay in the .onnx file (mapped when used): the
+    values are the file's, and pruning gives the same bytes as reading it whole."""
+    from onnxprune.compiler.pipeline import prune
+    from onnxprune.proto_scan import read_lazily
+
+    path = tmp_path / "m.onnx"
+    proto = conv_relu_conv(width=640)
+    onnx.save(proto, path)
+    lazy = read_lazily(str(path))  # the weights (69 and 92 kB), not the biases (2.5 kB)
+    assert {t.name for t in lazy.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL} == {"w1", "w2"}
+    whole = prune(str(path), ratio=0.5)
+    monkeypatch.setattr(model_io, "LAZY_FILE_BYTES", 0)
+    model = load_model(path)
+    assert isinstance(model.graph.initializers["w1"].const_value, ir.ExternalTensor)
+    for t in proto.graph.initializer:
+        np.testing.assert_array_equal(model.graph.initializers[t.name].const_value.numpy(), onnx.numpy_helper.to_array(t))
+    lazily = prune(str(path), ratio=0.5)
+    out_a, out_b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    save_model(whole.model, out_a)
+    save_model(lazily.model, out_b)
+    assert out_a.read_bytes() == out_b.read_bytes()
+    assert lazily.report["verification"]["ok"]
+
+
+@pytest.mark.parametrize("ratio, width", [("0", 640), ("0.5", 320)])
+def test_overwriting_a_lazily_read_model_in_place(tmp_path, monkeypatch, ratio, width):
+    """The weights of a lazily read model live in the very file being replaced."""
+    from onnxprune.cli import main
+
+    monkeypatch.setattr(model_io, "LAZY_FILE_BYTES", 0)
+    path = tmp_path / "m.onnx"
+    original = conv_relu_conv(width=640)
+    onnx.save(original, path)
+    assert main(["prune", str(path), "-o", str(path), "--ratio", ratio]) == 0
+    pruned = onnx.load(path)
+    onnx.checker.check_model(pruned, full_check=True)
+    w1 = onnx.numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "w1"))
+    assert w1.shape[0] == width
+    if ratio == "0":
+        np.testing.assert_array_equal(w1, onnx.numpy_helper.to_array(original.graph.initializer[0]))
+
+
+def test_truncated_large_file_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_io, "LAZY_FILE_BYTES", 0)
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(conv_relu_conv(width=640).SerializeToString()[:-70000])
+    with _raises("not an ONNX model"):
+        load_model(path)

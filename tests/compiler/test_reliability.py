@@ -198,11 +198,19 @@ def _start(tmp_path, *argv) -> subprocess.Popen:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_mid_run_leaves_nothing(tmp_path, sig):
-    out = tmp_path / "out"
+    """The signal arrives inside a run (a fine-tuning hook that says when it started and
+    then waits), so the test does not depend on how fast the machine is."""
+    out, started = tmp_path / "out", tmp_path / "started"
     out.mkdir()
+    hook = tmp_path / "hook.py"
+    hook.write_text(f"import time\ndef slow(model):\n    open({str(started)!r}, 'w').close()\n    time.sleep(120)\n"
+                    "    return model\n")
     proc = _start(tmp_path, "prune", DIGITS, "-o", out / "o.onnx", "--method", "everything", "--calib", CALIB,
-                  "--target-flops", "0.6", "--report", out / "r.json")
-    time.sleep(4)  # inside the search (it takes longer than this)
+                  "--samples", 32, "--target-flops", "0.3", "--report", out / "r.json", "--fine-tune", f"{hook}:slow")
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), proc.communicate()[1]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err

@@ -131,7 +131,11 @@ def _reads(ctx, x, w, axis: int) -> None:
 
 
 def _conv_output(ctx, x, out_c) -> None:
-    """The bias (one value per output channel) and the output [N, C_out, spatial...]."""
+    """The bias (one value per output channel) and the output [N, C_out, spatial...].
+    The kernel slides along the spatial axes: channels moved onto one (a Transpose
+    before the conv) cannot go without changing every window."""
+    for var in x[2:]:
+        ctx.freeze(var, "a kernel slides along this axis")
     if ctx.input(2) is not None:
         out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
         ctx.role(2, 0, "out")

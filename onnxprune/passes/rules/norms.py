@@ -18,6 +18,12 @@ from onnxprune.passes.rules.linear import union_blocks
 from onnxprune.passes.rules.registry import default_rule, on_input, register
 
 
+def _normalises_spatial_axes(ctx, x) -> None:
+    """Instance and group norms take their statistics over the spatial axes too."""
+    for var in x[2:]:
+        ctx.inexact(var, "normalises over this axis: removing positions changes the statistics")
+
+
 def _per_channel(ctx, x, roles) -> int:
     """Tie each present parameter input (index, role) to the channel axis x[1]."""
     c = x[1]
@@ -41,6 +47,7 @@ def batch_norm(ctx, x) -> None:
 @register("InstanceNormalization", cost=per_output_element(5), keeps_shape=True)
 @on_input(min_rank=2)
 def instance_norm(ctx, x) -> None:
+    _normalises_spatial_axes(ctx, x)
     c = _per_channel(ctx, x, ((1, "param"), (2, "param")))
     ctx.set_out(0, [x[0], c] + x[2:])
 
@@ -56,6 +63,7 @@ def rewrite_num_groups(rc) -> None:
 @register("GroupNormalization", rewrite=rewrite_num_groups, cost=per_output_element(5), keeps_shape=True)
 @on_input(min_rank=2)
 def group_norm(ctx, x) -> None:
+    _normalises_spatial_axes(ctx, x)
     groups = ctx.attr("num_groups")
     arr = ctx.dims.array(x[1])
     if arr is None:

@@ -33,6 +33,12 @@ def pool_cost(node, shape_of):
 
 @on_input(min_rank=2)
 def pool(ctx, x) -> None:
+    if ctx.node.op_type.startswith("Global"):
+        for var in x[2:]:  # one value per channel from every position: fewer positions, another value
+            ctx.inexact(var, "pools over this axis: removing positions changes the result")
+    else:
+        for var in x[2:]:
+            ctx.freeze(var, "a pooling window slides along this axis")
     out_shape = ctx.out_shape(0) or (None,) * len(x)
     ctx.set_out(0, x[:2] + [ctx.fixed(s) for s in out_shape[2:]])
     idx = ctx.node.outputs[1] if len(ctx.node.outputs) > 1 else None
