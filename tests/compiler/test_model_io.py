@@ -7,7 +7,7 @@ import onnx.helper
 import onnx.parser
 import onnx_ir as ir
 import pytest
-from conftest import conv_relu_conv
+from support import conv_relu_conv
 
 from onnxprune import model_io
 from onnxprune.errors import OnnxPruneError

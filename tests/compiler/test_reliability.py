@@ -15,8 +15,7 @@ import onnx
 import onnx.parser
 import onnx_ir as ir
 import pytest
-from conftest import conv_relu_conv
-from support import run
+from support import conv_relu_conv, run
 
 from onnxprune.cli import main
 from onnxprune.compiler.pipeline import prune

@@ -10,7 +10,7 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx_ir as ir
 import pytest
-from conftest import conv_relu_conv
+from support import conv_relu_conv
 
 from onnxprune.model_io import load_model, resolve_input_shapes
 from onnxprune.passes import cost
