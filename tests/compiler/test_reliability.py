@@ -215,3 +215,39 @@ def test_a_signal_mid_run_leaves_nothing(tmp_path, sig):
     assert proc.returncode == 1, err
     assert err.strip().splitlines() == ["onnxprune: interrupted: nothing was written"], err
     assert os.listdir(out) == []
+
+
+def test_an_interrupt_while_staging_the_outputs_leaves_nothing(tmp_path, capfd, monkeypatch, crc):
+    """Interrupted after the model was staged, before anything was renamed into place."""
+    from onnxprune import model_io
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_io.StagedOutputs, "json", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = _cli(capfd, "prune", crc, "-o", out / "o.onnx", "--report", out / "r.json")
+    assert code == 1 and err.strip() == "onnxprune: interrupted: nothing was written"
+    assert os.listdir(out) == []
+
+
+def test_a_signal_during_the_final_renames_is_ignored(tmp_path, capfd, monkeypatch, crc):
+    """SIGTERM while the outputs are renamed into place: the run completes, exit 0."""
+    from onnxprune import model_io
+
+    real_replace, sent = os.replace, []
+
+    def replace(src, dst):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(model_io.os, "replace", replace)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = _cli(capfd, "prune", crc, "-o", out / "o.onnx", "--report", out / "r.json", "--save-plan",
+                        out / "p.json")
+    assert sent and code == 0, err
+    assert sorted(os.listdir(out)) == ["o.onnx", "p.json", "r.json"]
