@@ -30,10 +30,24 @@ def accuracy(model: ir.Model, x: np.ndarray, y: np.ndarray, batch: int = 256) ->
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise OnnxPruneError(f"--eval needs a model with one input, this one has {len(inputs)}")
+    name, declared = inputs[0].name, inputs[0].shape
+    if declared is not None and (
+        len(declared) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(list(declared)[1:], x.shape[1:]))
+    ):
+        dims = [d if isinstance(d, int) else "?" for d in declared]
+        raise OnnxPruneError(
+            f"--eval data x has samples of shape {list(x.shape[1:])}, but the model's input '{name}' is {dims}: "
+            "pass labelled data for this model"
+        )
+    fixed = declared is not None and len(declared) and isinstance(declared[0], int)
+    batch = int(declared[0]) if fixed else batch  # a fixed batch (most exporters' default) is honoured
     session = ort_session(model)
-    name = inputs[0].name
     correct = 0
     for i in range(0, len(x), batch):
-        logits = next(iter(run_session(session, {name: x[i:i + batch]}).values()))
-        correct += int((logits.reshape(len(logits), -1).argmax(axis=1) == y[i:i + batch]).sum())
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if fixed and n < batch:  # the last batch is padded and the padding ignored
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        logits = next(iter(run_session(session, {name: chunk}).values()))[:n]
+        correct += int((logits.reshape(n, -1).argmax(axis=1) == y[i:i + n]).sum())
     return correct / max(1, len(x))

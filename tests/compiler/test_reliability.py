@@ -251,3 +251,20 @@ def test_a_signal_during_the_final_renames_is_ignored(tmp_path, capfd, monkeypat
                         out / "p.json")
     assert sent and code == 0, err
     assert sorted(os.listdir(out)) == ["o.onnx", "p.json", "r.json"]
+
+
+def test_eval_on_a_fixed_batch_and_on_data_that_does_not_fit(tmp_path, capfd):
+    proto = onnx.load(DIGITS)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # exported with batch 1
+    for out in proto.graph.output:
+        out.type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = tmp_path / "b1.onnx"
+    onnx.save(proto, fixed)
+    test = os.path.join(ROOT, "digits", "digits_test.npz")
+    code, out, err = _cli(capfd, "prune", fixed, "-o", tmp_path / "o.onnx", "--ratio", "0", "--eval", test)
+    assert code == 0, err
+    assert "98.89 % -> 98.89 %" in out  # every sample evaluated, one at a time
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((4, 3, 32, 32), np.float32), y=np.zeros(4, np.int64))
+    _one_line_failure(capfd, tmp_path, "prune", DIGITS, "-o", tmp_path / "o2.onnx", "--eval", wrong,
+                      words=("--eval data",))
