@@ -31,6 +31,7 @@ itself, or price latency in the choice (latency is measured, not predicted).
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -107,6 +108,10 @@ def _parent(an: ChannelAnalysis, blocks: list[Block], taps, criterion: str, feed
         scores = probe.activation_scores(feeds)
     node_of = {n.name: i for i, n in enumerate(an.nodes)}
     return _Parent(an.model, an, blocks, probe, scores, node_of)
+
+
+def _batch_rows(calib: CalibrationData) -> int:
+    return calib.fixed_batch or min(256, calib.n) or 1
 
 
 def _tuned_parent(model: ir.Model, options: Options, taps, criterion: str, feeds) -> _Parent:
@@ -240,7 +245,8 @@ class _Search:
 
     def __init__(self, strategy: EverythingStrategy, ws: Workspace):
         self.s, self.ws = strategy, ws
-        self.feeds = next(strategy.calib.batches(256))
+        # Up to 256 samples for the data-driven criterion (several batches when the batch is fixed).
+        self.feeds = list(itertools.islice(strategy.calib.batches(256), max(1, 256 // _batch_rows(strategy.calib))))
         self.parent = _parent(ws.analysis, ws.blocks, strategy.taps, strategy.criterion, self.feeds)
         self.base_macs, self.base_params = self.parent.cost(set(), set())
         self.macs, self.params = self.base_macs, self.base_params

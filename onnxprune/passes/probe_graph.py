@@ -32,7 +32,7 @@ from onnxprune.model_io import graph_inputs
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.constants import is_const
 from onnxprune.passes.rules import record
-from onnxprune.passes.shapes import symbolic_shapes
+from onnxprune.passes.shapes import symbolic_dims
 
 GATE_PREFIX = "onnxprune_gate_"
 MASK_INPUT = "onnxprune_mask"
@@ -77,6 +77,12 @@ class ProbeGraph:
     unmaskable: dict[int, str] = field(default_factory=dict)
     mask_width: int = 0
     output_names: list[str] = field(default_factory=list)
+    # Candidates may share a run, stacked along axis 0, when every input's axis 0 is a
+    # symbolic batch: "yes" when shape inference carries it to axis 0 of every gated,
+    # masked or tapped value, "maybe" when it cannot tell (the probe then tries), "no"
+    # (a fixed batch): one candidate runs at a time, its gates and masks fed as one row
+    # that broadcasts over every axis.
+    stackable: str = "no"
 
 
 class ProbeGraphPass(ir.passes.InPlacePass):
@@ -105,7 +111,9 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         self.model = model
         self.probe = ProbeGraph(taps=taps, blocks={b.id: b for b in blocks if b.removable},
                                 inputs=[v.name for v in graph_inputs(model)])
-        ranks = {k: len(v) for k, v in symbolic_shapes(model).items()}
+        dims = symbolic_dims(model)
+        ranks = {k: len(v) for k, v in dims.items()}
+        self._batched: list[str] = []  # values a per-sample gate or mask multiplies
         self._gate(ranks)
         self._masked_taps: dict[str, ir.Value] = {}
         if self.analysis is not None:
@@ -116,6 +124,8 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         outputs = [self._masked_taps.get(t, values[t]) for t in taps]
         if self.keep_outputs:
             outputs += [v for v in graph.outputs if v.name not in taps]
+        kept = [v.name for v in outputs[len(taps):]]  # names from before the surgery, as in `dims`
+        self.probe.stackable = _batch_major(dims, self.probe.inputs, [*self._batched, *taps, *kept])
         graph.outputs.clear()
         graph.outputs.extend(outputs)
         self.probe.output_names = [v.name for v in outputs]
@@ -131,6 +141,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
                 raise OnnxPruneError(f"block {bid}: Add '{block.add}' not found in the model")
             k = 1 if add.inputs[0].name == block.entry else 0
             branch = add.inputs[k]
+            self._batched.append(branch.name)
             rank = ranks.get(branch.name) or ranks.get(add.outputs[0].name) or 1
             gate = ir.Value(
                 name=f"{GATE_PREFIX}{bid}", type=ir.TensorType(branch.dtype or ir.DataType.FLOAT),
@@ -174,6 +185,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
                     if gid in self.probe.mask_index:
                         self.probe.unmaskable[gid] = f"{target.op_type} reads the channels as axis 0"
                 continue
+            self._batched.append(value.name)
             key = (value.name, axis, cols.tobytes())
             masked = done.get(key)
             if masked is None:
@@ -210,6 +222,16 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         nodes.append(mul)
         graph.insert_before(before, nodes)
         return mul.outputs[0]
+
+def _batch_major(dims: dict, inputs: list[str], values: list[str]) -> str:
+    """"yes" when axis 0 of every input is a symbolic batch that ONNX shape inference
+    carries to axis 0 of every one of `values`; "maybe" when it cannot tell; "no" when
+    an input's axis 0 is not symbolic (ONNX Runtime accepts no other size there)."""
+    batch = {dims.get(name, (None,))[0] for name in inputs}
+    if not batch or not all(isinstance(b, str) for b in batch):
+        return "no"
+    return "yes" if all(dims.get(name) and dims[name][0] in batch for name in values) else "maybe"
+
 
 def consumers(an):
     """(node index, input index, axis, variable) for every activation axis a weight's

@@ -122,12 +122,22 @@ def symbolic_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
     """Shapes with the model's own symbolic inputs: a dim is an int only where it is
     the same for every input size (None where it follows a symbolic dim or is unknown).
     Used to tell which shape values may be folded into constants. Does not modify `model`."""
+    return {
+        name: tuple(d if isinstance(d, int) else None for d in dims) for name, dims in symbolic_dims(model).items()
+    }
+
+
+def symbolic_dims(model: ir.Model) -> dict[str, tuple[int | str | None, ...]]:
+    """`symbolic_shapes` with the names of symbolic dims kept (a str: ONNX inference
+    carries a dim_param such as "batch" through the ops it understands)."""
     inferred = _symbolic_inference(model)
-    out: dict[str, tuple[int | None, ...]] = {}
+    out: dict[str, tuple[int | str | None, ...]] = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         tt = info.type.tensor_type if info.type.HasField("tensor_type") else None
         if tt is not None and tt.HasField("shape"):
-            out[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+            out[info.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+            )
     return out
 
 

@@ -79,13 +79,17 @@ class ProbeModel:
         self.taps, self.inputs, self.blocks = built.taps, built.inputs, built.blocks
         self.mask_index, self.unmaskable, self.mask_width = built.mask_index, built.unmaskable, built.mask_width
         self.output_names, self._gate_ranks = built.output_names, built.gate_ranks
+        self.stackable = built.stackable
         self.session = ort_session(self.model, providers=providers or default_providers(), intra_op_num_threads=threads)
 
     # -- running ------------------------------------------------------------------
     def feeds_for(self, feeds: Mapping[str, np.ndarray], candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
-        """The session's feeds for `candidates` stacked along the batch over `feeds`."""
+        """The session's feeds for `candidates` stacked along the batch over `feeds`. One
+        candidate gets gates and masks of one row, which broadcasts over any axis 0."""
         k = len(candidates)
-        batch = len(next(iter(feeds.values())))
+        if k > 1 and self.stackable == "no":
+            raise OnnxPruneError("this probe runs one candidate at a time (its batch axis cannot be stacked)")
+        batch = len(next(iter(feeds.values()))) if k > 1 else 1
         out = {name: np.concatenate([feeds[name]] * k, axis=0) if k > 1 else feeds[name] for name in self.inputs}
         for bid in self.blocks:
             gate = np.ones(k * batch, dtype=np.float32)
@@ -109,10 +113,38 @@ class ProbeModel:
         unknown = [b for c in candidates for b in c.blocks if b not in self.blocks]
         if unknown:
             raise OnnxPruneError(f"block {unknown[0]} is not gated in this probe (not removable, or not given)")
+        names = self.taps + self.output_names[len(self.taps):]  # tapped values by their own names
+        if self.stackable == "maybe" and len(candidates) > 1:
+            self._try_stacking(feeds)
+        if self.stackable == "no" or len(candidates) == 1:
+            return [dict(zip(names, self.session.run(self.output_names, self.feeds_for(feeds, [c]))))
+                    for c in candidates]
         batch = len(next(iter(feeds.values())))
         arrays = self.session.run(self.output_names, self.feeds_for(feeds, candidates))
-        names = self.taps + self.output_names[len(self.taps):]  # tapped values by their own names
         return [{name: a[i * batch:(i + 1) * batch] for name, a in zip(names, arrays)} for i in range(len(candidates))]
+
+    def _try_stacking(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Settle "maybe": two different candidates stacked in one run must give what
+        each gives alone (a value whose axis 0 is not the batch would mix them up)."""
+        trial = [self._trial_candidate(), Candidate()]
+        batch = len(next(iter(feeds.values())))
+        try:
+            stacked = self.session.run(self.output_names, self.feeds_for(feeds, trial))
+            alone = [self.session.run(self.output_names, self.feeds_for(feeds, [c])) for c in trial]
+            same = all(
+                a.shape[:1] == (2 * batch,) and np.allclose(a[i * batch:(i + 1) * batch], single[j], atol=1e-5)
+                for i, single in enumerate(alone) for j, a in enumerate(stacked)
+            )
+        except Exception:  # ONNX Runtime refused the stacked batch
+            same = False
+        self.stackable = "yes" if same else "no"
+
+    def _trial_candidate(self) -> Candidate:
+        if self.blocks:
+            return Candidate(blocks=frozenset({next(iter(self.blocks))}))
+        for gid, index in self.mask_index.items():
+            return Candidate(channels={gid: frozenset({next(iter(index))})})
+        return Candidate()
 
     def features(
         self, batches: Iterable[Mapping[str, np.ndarray]], candidates: Sequence[Candidate], *, stack: int = 8,
@@ -130,9 +162,9 @@ class ProbeModel:
                     parts[start + i].append(a.reshape(len(a), -1))
         return [np.concatenate(p, axis=0) if p else np.zeros((0, 0), np.float32) for p in parts]
 
-    def activation_scores(self, feeds: Mapping[str, np.ndarray]) -> dict[int, float]:
+    def activation_scores(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[int, float]:
         """Mean |activation| of every class where its group is consumed (the masked
-        inputs of the probe), over one batch of `feeds`: a data-driven criterion."""
+        inputs of the probe), over `batches` of calibration data: a data-driven criterion."""
         session_model = load_model(ir.serde.serialize_model(self.model))
         values = {v.name: v for n in session_model.graph for v in n.outputs if v is not None}
         muls = [n for n in self.model.graph if n.name.startswith(MASK_MUL_PREFIX) and n.inputs[0].name in values]
@@ -141,15 +173,25 @@ class ProbeModel:
         session_model.graph.outputs.clear()
         session_model.graph.outputs.extend(values[n.inputs[0].name] for n in muls)
         session = ort_session(session_model)
-        full = self.feeds_for(feeds, [Candidate()])
-        arrays = session.run(None, {i.name: full[i.name] for i in session.get_inputs()})
+        sums: list[np.ndarray] = []
+        for count, feeds in enumerate(batches, start=1):
+            full = self.feeds_for(feeds, [Candidate()])
+            arrays = session.run(None, {i.name: full[i.name] for i in session.get_inputs()})
+            means = [self._per_position(node, arr) for node, arr in zip(muls, arrays)]
+            sums = means if not sums else [s + m for s, m in zip(sums, means)]
+        if not sums:
+            return {}
         inverse = {col: c for index in self.mask_index.values() for c, col in index.items()}
         totals: dict[int, list[float]] = {}
-        for node, arr in zip(muls, arrays):
+        for node, per_pos in zip(muls, sums):
             idx = self.model.graph.initializers[node.name.replace(MASK_MUL_PREFIX, MASK_IDX_PREFIX)].const_value.numpy()
-            axis = next(a for a, d in enumerate(arr.shape) if d == len(idx) and a > 0)
-            per_pos = np.abs(arr).mean(axis=tuple(a for a in range(arr.ndim) if a != axis))
-            for col, value in zip(idx.tolist(), per_pos.tolist()):
+            for col, value in zip(idx.tolist(), (per_pos / count).tolist()):
                 if col in inverse:
                     totals.setdefault(inverse[col], []).append(value)
         return {c: float(np.mean(v)) for c, v in totals.items()}
+
+    def _per_position(self, node, arr: np.ndarray) -> np.ndarray:
+        """Mean |value| at each masked position of one masked input (per batch)."""
+        idx = self.model.graph.initializers[node.name.replace(MASK_MUL_PREFIX, MASK_IDX_PREFIX)].const_value.numpy()
+        axis = next(a for a, d in enumerate(arr.shape) if d == len(idx) and a > 0)
+        return np.abs(arr).mean(axis=tuple(a for a in range(arr.ndim) if a != axis))

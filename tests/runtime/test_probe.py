@@ -131,3 +131,44 @@ def test_default_tap_is_the_classifier_input():
     assert default_tap(load_model(DIGITS)) == "/Flatten_output_0"
     with pytest.raises(OnnxPruneError, match="no value"):
         ProbeModel(load_model(DIGITS), taps=["nope"])
+
+
+def _fixed_batch(path: str, tmp_path, batch: int = 1) -> str:
+    import onnx
+
+    proto = onnx.load(path)
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    out = tmp_path / f"b{batch}.onnx"
+    onnx.save(proto, out)
+    return str(out)
+
+
+def test_fixed_batch_runs_one_candidate_at_a_time(tmp_path):
+    """A model exported with a fixed batch (the exporters' default) cannot take stacked
+    candidates: each runs alone on batches of the fixed size, and gives what the same
+    candidate gives in the stacked run of the dynamic-batch model."""
+    fixed = ProbeModel(load_model(_fixed_batch(DIGITS, tmp_path)), blocks=None)
+    dynamic = ProbeModel(load_model(DIGITS), blocks=None)
+    assert fixed.stackable == "no" and dynamic.stackable == "yes"
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    cands = [Candidate(), Candidate(blocks=frozenset({1})), Candidate(blocks=frozenset({2, 4}))]
+    got = fixed.features([{"input": x[i:i + 1]} for i in range(4)], cands, stack=8)
+    want = dynamic.features([{"input": x}], cands, stack=8)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_stacking_is_tried_where_shape_inference_cannot_tell():
+    """The dynamo ResNet's classifier input comes out of a Reshape whose batch inference
+    calls unk__0: the probe tries two different candidates stacked against each alone."""
+    model = load_model(os.path.join(ROOT, "zoo", "resnet20.dynamo.onnx"))
+    probe = ProbeModel(model)
+    assert probe.stackable == "maybe"
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    cands = [Candidate(), Candidate(blocks=frozenset({1}))]
+    stacked = probe.features([{"input": x}], cands, stack=2)
+    assert probe.stackable == "yes"
+    alone = probe.features([{"input": x}], cands, stack=1)
+    for a, b in zip(stacked, alone):
+        np.testing.assert_allclose(a, b, atol=1e-5)
