@@ -67,7 +67,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, *, allow_quantized: 
     files are only `stat`-ed). From a ModelProto, external data locations resolve
     relative to the current directory; pass the path instead when the model has
     external data. Initializers also listed as graph inputs (older exporters) become
-    plain constants, as ONNX Runtime treats them unless fed. Names unnamed nodes and
+    plain constants, as ONNX Runtime treats them unless fed, and interface dims declared
+    as -1 become dynamic. Names unnamed nodes and
     renames duplicates (`NameNodesPass`): a node's name is its identity in everything
     onnxprune does. Does not run shape inference or the ONNX checker.
     """
@@ -93,10 +94,21 @@ def prepare(model: ir.Model, label: str = "the model", *, allow_quantized: bool 
     `ir.Model.clone`): initializers listed as inputs become constants, every node gets a
     unique name, and `check_supported` runs. Returns `model`, changed in place."""
     RemoveInitializersFromInputsPass()(model)
+    _negative_dims_are_dynamic(model)
     # Node names are node identity from here on (analysis, blocks, probe, plans).
     NameNodesPass()(model)
     check_supported(model, allow_quantized=allow_quantized, label=label)
     return model
+
+
+def _negative_dims_are_dynamic(model: ir.Model) -> None:
+    """A graph input or output dim declared as -1 (Paddle's and some older exporters'
+    way of saying "any size") becomes an unnamed symbolic dim, which is what ONNX
+    Runtime makes of it: --input-shape then sets it like any other dynamic dim."""
+    for value in (*model.graph.inputs, *model.graph.outputs):
+        shape = value.shape
+        if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
+            value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in shape])
 
 
 def _read_proto(path: str) -> onnx.ModelProto:

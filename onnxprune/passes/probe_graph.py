@@ -73,6 +73,7 @@ class ProbeGraph:
     blocks: dict[int, Block]
     inputs: list[str]
     gate_ranks: dict[int, int] = field(default_factory=dict)
+    gate_dtypes: dict[int, object] = field(default_factory=dict)  # numpy dtype of each gate (the branch's)
     mask_index: dict[int, dict[int, int]] = field(default_factory=dict)
     unmaskable: dict[int, str] = field(default_factory=dict)
     mask_width: int = 0
@@ -149,6 +150,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
             )
             graph.inputs.append(gate)
             self.probe.gate_ranks[bid] = rank
+            self.probe.gate_dtypes[bid] = (branch.dtype or ir.DataType.FLOAT).numpy()
             mul = ir.node("Mul", [branch, gate], name=f"onnxprune_gate_mul_{bid}")
             mul.outputs[0].name = f"{branch.name}_gated"
             graph.insert_before(add, mul)

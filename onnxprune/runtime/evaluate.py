@@ -1,7 +1,8 @@
 """Top-1 accuracy of a classifier on labelled arrays, with ONNX Runtime.
 
 The data file is an `.npz` with `x` (inputs for the model's first input) and `y`
-(integer labels); the first output is taken as logits. Used by the CLI's `--eval`
+(integer labels); the first floating-point output holds the scores (or, for models that
+output labels only, the first integer output is the prediction). Used by the CLI's `--eval`
 and the benchmarks; it does not preprocess anything.
 """
 
@@ -48,6 +49,19 @@ def accuracy(model: ir.Model, x: np.ndarray, y: np.ndarray, batch: int = 256) ->
         n = len(chunk)
         if fixed and n < batch:  # the last batch is padded and the padding ignored
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        logits = next(iter(run_session(session, {name: chunk}).values()))[:n]
-        correct += int((logits.reshape(n, -1).argmax(axis=1) == y[i:i + n]).sum())
+        correct += int((_predicted(run_session(session, {name: chunk}))[:n] == y[i:i + n]).sum())
     return correct / max(1, len(x))
+
+
+def _predicted(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Predicted classes: the argmax of the first floating-point output (scores, logits
+    or probabilities), or, when the model outputs none, its first integer output taken
+    as the labels themselves (scikit-learn exports put `label` before `probabilities`)."""
+    arrays = list(outputs.values())
+    scores = next((a for a in arrays if a.dtype.kind == "f" and a.ndim >= 2), None)
+    if scores is not None:
+        return scores.reshape(len(scores), -1).argmax(axis=1)
+    labels = next((a for a in arrays if a.dtype.kind in "iu"), None)
+    if labels is None:
+        raise OnnxPruneError("--eval needs a model that outputs class scores or labels")
+    return labels.reshape(len(labels), -1)[:, 0]

@@ -78,7 +78,7 @@ class ProbeModel:
         built = surgery.probe
         self.taps, self.inputs, self.blocks = built.taps, built.inputs, built.blocks
         self.mask_index, self.unmaskable, self.mask_width = built.mask_index, built.unmaskable, built.mask_width
-        self.output_names, self._gate_ranks = built.output_names, built.gate_ranks
+        self.output_names, self._gate_ranks, self._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
         self.stackable = built.stackable
         self.session = ort_session(self.model, providers=providers or default_providers(), intra_op_num_threads=threads)
 
@@ -96,7 +96,8 @@ class ProbeModel:
             for i, cand in enumerate(candidates):
                 if bid in cand.blocks:
                     gate[i * batch:(i + 1) * batch] = 0.0
-            out[f"{GATE_PREFIX}{bid}"] = gate.reshape((k * batch,) + (1,) * (self._gate_ranks[bid] - 1))
+            shape = (k * batch,) + (1,) * (self._gate_ranks[bid] - 1)
+            out[f"{GATE_PREFIX}{bid}"] = gate.reshape(shape).astype(self._gate_dtypes[bid])  # float16 branches too
         if self.mask_width:
             mask = np.ones((k * batch, self.mask_width + 1), dtype=np.float32)
             for i, cand in enumerate(candidates):

@@ -3,7 +3,8 @@
 Modules by family: `elementwise` (activations, broadcasting arithmetic), `linear`
 (Conv, ConvTranspose, Gemm, MatMul), `norms`, `reductions` (pooling, Reduce*, Softmax),
 `layout` (Concat, Split, Slice, Transpose, Squeeze, Unsqueeze, Pad, Tile, Gather),
-`reshape` (Flatten, Reshape, Expand, Resize), `shape_ops` (Shape, Size), `attention`
+`reshape` (Flatten, Reshape, Expand, Resize), `shape_ops` (Shape, Size), `recurrent`
+(LSTM, GRU, RNN: cost only), `attention`
 (fused attention ops) and `contrib` (ONNX Runtime's other fused ops). Importing this
 package fills `OPS`. An op without a record has no channel rule (its channels freeze,
 with the reason), no cost (its row says so) and no shape-value evaluator.
@@ -18,6 +19,7 @@ from onnxprune.passes.rules import (  # noqa: F401  (importing them fills OPS)
     layout,
     linear,
     norms,
+    recurrent,
     reductions,
     reshape,
     shape_ops,
