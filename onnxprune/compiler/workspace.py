@@ -29,7 +29,7 @@ from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
 from onnxprune.passes.interface import resizable_io
 from onnxprune.passes.predict import predicted_cost
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
-from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_shapes
+from onnxprune.passes.shapes import InferValueShapesPass, static_shapes, symbolic_info
 from onnxprune.passes.slice_channels import SliceChannelsPass
 
 
@@ -67,7 +67,9 @@ def analyze(
     (unless `resize_cache` is False) and the names in `resize_io`. `feeds` are inputs
     for measuring shapes inference cannot give (default: random)."""
     resizable = resizable_io(model, resize_io, cache=resize_cache)
-    FoldShapeComputationsPass(symbolic_shapes(model))(model)
+    dims, dtypes = symbolic_info(model)
+    FoldShapeComputationsPass({k: tuple(d if isinstance(d, int) else None for d in v) for k, v in dims.items()},
+                              dtypes)(model)
     shapes_in = resolve_input_shapes(model, input_shapes)
     if feeds is not None and not input_shapes:
         shapes_in = {k: tuple(np.shape(v)) for k, v in feeds.items()}

@@ -53,11 +53,14 @@ def _feeds_shapes(use, shape_only: set) -> bool:
 
 
 class FoldShapeComputationsPass(ir.passes.InPlacePass):
-    """See the module docstring. `shapes` are symbolic shapes (None = not static)."""
+    """See the module docstring. `shapes` are symbolic shapes (None = not static);
+    `dtypes` the inferred element types, for values the IR does not type (a folded
+    constant must keep its value's type, or a Concat of it and an int32 part breaks)."""
 
-    def __init__(self, shapes: dict[str, tuple]):
+    def __init__(self, shapes: dict[str, tuple], dtypes: dict | None = None):
         super().__init__()
         self.shapes = shapes
+        self.dtypes = dtypes or {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -73,7 +76,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
             val = values.produced(value)
             if val is None or not val.known:
                 continue
-            dtype = value.dtype.numpy() if value.dtype is not None else np.int64
+            dtype = (value.dtype or self.dtypes.get(value.name) or ir.DataType.INT64).numpy()
             arr = np.asarray(val.values, dtype=dtype).reshape(val.shape)
             const = new_initializer(graph, f"{value.name}_folded", arr)
             value.replace_all_uses_with(const)

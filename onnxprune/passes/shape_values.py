@@ -154,10 +154,18 @@ class ShapeValues:
                     found.append((every - traced, label))
                 continue
             out = node.outputs[0] if len(node.outputs) == 1 else None
-            if rec is not None and rec.moves(idx) and out is not None and self.produced(out) is not None:
-                self._walk(x, out, found, seen)
-            else:
+            produced = self.produced(out) if out is not None and rec is not None and rec.moves(idx) else None
+            if produced is None:
                 found.append((every, label))
+                continue
+            # An op that moves elements may also combine several into one (a ReduceProd
+            # of dims): the combination is a read by this op, and is followed further.
+            combined = frozenset(
+                a for e in produced.elems if not any(e is m for m in val.elems) for v, a in e.reads if v is x
+            )
+            if combined:
+                found.append((combined, label))
+            self._walk(x, out, found, seen)
 
 
 def _constant(node: ir.Node, i: int, value: ir.Value) -> ShapeVal | None:

@@ -130,15 +130,24 @@ def symbolic_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
 def symbolic_dims(model: ir.Model) -> dict[str, tuple[int | str | None, ...]]:
     """`symbolic_shapes` with the names of symbolic dims kept (a str: ONNX inference
     carries a dim_param such as "batch" through the ops it understands)."""
+    return symbolic_info(model)[0]
+
+
+def symbolic_info(model: ir.Model) -> tuple[dict[str, tuple], dict[str, ir.DataType]]:
+    """(`symbolic_dims`, the element type of every value ONNX inference could type),
+    from one inference run. Does not modify `model`."""
     inferred = _symbolic_inference(model)
-    out: dict[str, tuple[int | str | None, ...]] = {}
+    dims: dict[str, tuple[int | str | None, ...]] = {}
+    dtypes: dict[str, ir.DataType] = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         tt = info.type.tensor_type if info.type.HasField("tensor_type") else None
         if tt is not None and tt.HasField("shape"):
-            out[info.name] = tuple(
+            dims[info.name] = tuple(
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
             )
-    return out
+        if tt is not None and tt.elem_type:
+            dtypes[info.name] = ir.DataType(tt.elem_type)
+    return dims, dtypes
 
 
 def _shape_inference_proto(model: ir.Model, concrete: Mapping[str, Shape]) -> onnx.ModelProto:

@@ -144,3 +144,35 @@ def test_one_record_per_op():
     with pytest.raises(ValueError, match="registered twice"):
         op("Conv")
     assert ("", "Conv") in OPS
+
+
+def test_tensordot_reads_the_channel_count_through_reduce_prod():
+    """tf2onnx writes Dense on a 3-D tensor as a Tensordot whose Reshape target is
+    [ReduceProd(free dims), ReduceProd(feature dim)] read from Shape(x) at runtime: the
+    product of one element is that element, so the feature axis stays prunable."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,6,5] x) => (float[N,6,4] y) {
+      h = MatMul(x, w0)
+      s = Shape(h)
+      free = Gather(s, free_axes)
+      nf = ReduceProd<keepdims = 0>(free)
+      feat = Gather(s, feat_axis)
+      nc = ReduceProd<keepdims = 0>(feat)
+      nf_1 = Unsqueeze(nf, zero)
+      nc_1 = Unsqueeze(nc, zero)
+      t = Concat<axis = 0>(nf_1, nc_1)
+      r = Reshape(h, t)
+      m = MatMul(r, w1)
+      back = Concat<axis = 0>(free, four)
+      y = Reshape(m, back)
+    }
+    """
+    proto = _model(text, {"free_axes": [0, 1], "feat_axis": [2], "zero": [0], "four": [4]})
+    rng = np.random.default_rng(0)
+    for name, shape in (("w0", (5, 8)), ("w1", (8, 4))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    from onnxprune.compiler.pipeline import prune
+
+    result = prune(proto, ratio=0.5)
+    assert result.report["groups"]["channels_removed"] == 4 and result.report["verification"]["ok"]

@@ -15,6 +15,7 @@ import math
 
 from onnxprune.passes.rules.costing import need, per_input_element, per_output_element
 from onnxprune.passes.rules.registry import default_rule, on_input, op, register
+from onnxprune.passes.shape_elements import Elem, ShapeVal, attr_int, known_ints
 
 POOLS = ("MaxPool", "AveragePool", "LpPool")
 GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
@@ -83,8 +84,29 @@ def reduce(ctx, x) -> None:
     ctx.set_out(0, out)
 
 
-register(*_AXES_INPUT, cost=per_input_element, shape_inputs=(1,))(reduce)
-register(*(r for r in REDUCTIONS if r not in _AXES_INPUT), cost=per_input_element)(reduce)
+_COMBINE = {"ReduceProd": math.prod, "ReduceSum": sum, "ReduceMin": min, "ReduceMax": max}
+
+
+def eval_reduce(node, ins, shape) -> ShapeVal | None:
+    """A 1-D shape reduced to one element (TensorFlow's Tensordot multiplies the free
+    dims of a shape): one element passes unchanged, several combine into one that
+    carries every runtime axis they read."""
+    data = ins[0] if ins else None
+    axes = node.attributes.get("axes")
+    axes = list(axes.value) if axes is not None else (known_ints(ins[1]) if len(ins) > 1 and ins[1] else None)
+    if data is None or len(data.shape) > 1 or (axes is not None and axes not in ([], [0], [-1])) or not data.elems:
+        return None
+    keep = (1,) if attr_int(node, "keepdims", 1) else ()
+    if len(data.elems) == 1:
+        return ShapeVal(keep, data.elems)
+    values = data.values
+    value = None if None in values else int(_COMBINE[node.op_type](values))
+    return ShapeVal(keep, (Elem(value, None, frozenset().union(*(e.reads for e in data.elems))),))
+
+
+register(*_COMBINE, cost=per_input_element, shape_inputs=(1,), shape_eval=eval_reduce, shape_moves=(0,))(reduce)
+register(*(r for r in _AXES_INPUT if r not in _COMBINE), cost=per_input_element, shape_inputs=(1,))(reduce)
+register(*(r for r in REDUCTIONS if r not in _AXES_INPUT and r not in _COMBINE), cost=per_input_element)(reduce)
 
 
 @register("ArgMax", "ArgMin", cost=per_input_element)
