@@ -22,7 +22,14 @@ setup(
         "images": ["Pillow>=9"],
         "plot": ["matplotlib>=3.6"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9"],
+        # Exporters, to rebuild the committed fixtures (models/): never in CI's install.
+        # Each framework in a venv of its own (they pin different numpy/protobuf).
         "models": ["torch>=2.4", "onnxscript>=0.2", "scikit-learn>=1.3"],
+        "models-keras": ["tensorflow-cpu==2.21.0", "tf2onnx==1.17.0"],
+        "models-paddle": ["paddlepaddle==3.3.1", "paddle2onnx==2.1.0"],
+        "models-jax": ["jax==0.10.2", "jaxlib==0.10.2", "flax==0.12.8", "jax2onnx==0.17.1"],
+        "models-sklearn": ["scikit-learn==1.9.1", "skl2onnx==1.20.0"],
+        "models-fp16": ["onnxconverter-common==1.16.0"],
     },
     entry_points={"console_scripts": ["onnxprune=onnxprune.cli:main"]},
 )

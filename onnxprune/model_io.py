@@ -45,11 +45,12 @@ LAZY_FILE_BYTES = 64 * 2**20
 # bytes: from bytes ONNX Runtime holds the bytes, the parsed proto and its own copy.
 FILE_HANDOFF_BYTES = 256 * 2**20
 
-_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
-_QUANTIZED_OPS = _QDQ_OPS | frozenset({
-    "ConvInteger", "MatMulInteger", "QGemm", "QAttention", "QEmbedLayerNormalization",
-    "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat", "MatMulNBits",
-    "MatMulBnb4", "MatMulFpQ4", "GatherBlockQuantized", "QMoE", "MulInteger",
+# Quantized ops onnxprune refuses: the QOperator form and block-quantized weights. QDQ
+# and dynamic quantization (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+# MatMulInteger, ConvInteger) are pruned: passes/rules/quantize.py.
+_QUANTIZED_OPS = frozenset({
+    "QGemm", "QAttention", "QEmbedLayerNormalization", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+    "MatMulIntegerToFloat", "MatMulNBits", "MatMulBnb4", "MatMulFpQ4", "GatherBlockQuantized", "QMoE", "MulInteger",
     "QuantizeWithOrder", "DequantizeWithOrder", "QuantizeBFP", "DequantizeBFP",
 })
 # QLinearConv, QLinearAdd, ... and the com.microsoft QOrdered* family.
@@ -153,7 +154,7 @@ def check_supported(model: ir.Model, *, allow_quantized: bool = False, label: st
 
     Checks, in order: IR version, graph inputs/outputs, external data files, opset
     domains (known, and declared for every node), values every node reads (defined),
-    control flow, quantization. Does not validate the graph against the ONNX
+    control flow, quantized ops other than QDQ and dynamic quantization. Does not validate the graph against the ONNX
     spec (that is `onnx.checker`'s job, run by verify).
     """
     checks = list(_CHECKS)
@@ -247,8 +248,9 @@ def _check_quantized(model: ir.Model, label: str) -> None:
     for node, where in _all_nodes(model):
         if node.op_type in _QUANTIZED_OPS or node.op_type.startswith(_QUANTIZED_PREFIXES):
             raise OnnxPruneError(
-                f"quantized models are not supported ({label} has {node.op_type}, node '{node.name}'{where}): "
-                "prune the float model, then quantize"
+                f"{label} is quantized in a form onnxprune does not prune ({node.op_type}, node '{node.name}'{where}): "
+                "quantize to QDQ form instead (onnxruntime.quantization with QuantFormat.QDQ), or prune the float "
+                "model, then quantize"
             )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.passes.channel_analysis import ChannelAnalysis
-from onnxprune.passes.constants import const_array
+from onnxprune.passes.constants import weight_array
 
 CRITERIA = ("l1", "l2", "bn")
 MAGNITUDE_ROLES = ("out", "in", "param", "bn_scale")
@@ -27,7 +27,7 @@ def _member_scores(an: ChannelAnalysis, member, criterion: str) -> dict[int, flo
     if cls is None:
         return {}
     value = an.nodes[member.node_index].inputs[member.input_index]
-    arr = np.asarray(const_array(value), dtype=np.float64)
+    arr = np.asarray(weight_array(value), dtype=np.float64)  # a QDQ weight dequantized
     rows = np.moveaxis(arr, member.axis, 0).reshape(len(cls), -1)
     per_pos = np.abs(rows).sum(axis=1) if criterion in ("l1", "bn") else (rows**2).sum(axis=1)
     live = cls >= 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.passes.constants import const_array, is_const
+from onnxprune.passes.constants import const_array, is_const, is_weight, weight_storage
 from onnxprune.passes.dims import FIXED, DimTable, UnitTable
 from onnxprune.passes.name_nodes import name_nodes
 from onnxprune.passes.rules import default_rule, record
@@ -343,9 +343,13 @@ class NodeContext:
             return self.an.const_use_dims(self.index, i, value)
         return self.an.runtime_dims(value)
 
+    def is_weight(self, i: int) -> bool:
+        """A constant, or a quantized constant made float by DequantizeLinear (QDQ)."""
+        return is_weight(self.input(i))
+
     def role(self, i: int, axis: int, role: str) -> None:
-        """Tag a constant input's axis for importance scoring (and the reports)."""
-        if not self.is_const(i):
+        """Tag a weight input's axis for importance scoring (and the reports)."""
+        if not self.is_weight(i):
             return
         dims = self.in_dims(i)
         self.an.const_members.append(ConstMember(self.index, i, axis, dims[axis], role))
@@ -448,12 +452,13 @@ class NodeContext:
             self.units.tag(own, tag)
 
     def source(self, i: int, axis: int) -> None:
-        """Mark a constant input's axis as creating features (a producer weight)."""
-        if not self.is_const(i):
+        """Mark a weight input's axis as creating features (a producer weight). A plan
+        names the constant the weight is stored in (a QDQ model's quantized one)."""
+        if not self.is_weight(i):
             return
         var = self.in_dims(i)[axis]
         self.dims.make_source(
-            var, {"tensor": self.input(i).name, "axis": axis, "node": self.label}
+            var, {"tensor": weight_storage(self.input(i)).name, "axis": axis, "node": self.label}
         )
 
 

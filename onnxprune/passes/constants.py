@@ -92,3 +92,41 @@ def set_const_input(graph: ir.Graph, node: ir.Node, i: int, array: np.ndarray) -
         set_value_array(old, array)
     else:
         node.replace_input_with(i, new_initializer(graph, f"{old.name or 'const'}_pruned", array))
+
+
+def _dequantized_from(value: ir.Value | None) -> ir.Node | None:
+    """The DequantizeLinear node making `value` from a constant (a QDQ model's weight)."""
+    prod = None if value is None else value.producer()
+    if prod is None or prod.op_type != "DequantizeLinear" or prod.domain not in ("", "ai.onnx"):
+        return None
+    return prod if is_const(prod.inputs[0]) and all(v is None or is_const(v) for v in prod.inputs[1:]) else None
+
+
+def is_weight(value: ir.Value | None) -> bool:
+    """A constant, or a quantized constant made float by DequantizeLinear (QDQ models)."""
+    return is_const(value) or _dequantized_from(value) is not None
+
+
+def weight_storage(value: ir.Value) -> ir.Value:
+    """The constant a weight is stored in: itself, or the quantized one behind it."""
+    prod = _dequantized_from(value)
+    return value if prod is None else prod.inputs[0]
+
+
+def weight_array(value: ir.Value | None) -> np.ndarray | None:
+    """A weight's float values: the constant, or the dequantized one
+    ((q - zero_point) · scale, per tensor or along the node's axis)."""
+    prod = _dequantized_from(value)
+    if prod is None:
+        return const_array(value)
+    q = const_array(prod.inputs[0]).astype(np.float64)
+    scale = const_array(prod.inputs[1]).astype(np.float64)
+    zero = const_array(prod.inputs[2]).astype(np.float64) if len(prod.inputs) > 2 and prod.inputs[2] is not None else 0.0
+    if np.ndim(scale) == 1 and scale.size > 1:
+        attr = prod.attributes.get("axis")
+        axis = (attr.value if attr is not None else 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+    return (q - zero) * scale

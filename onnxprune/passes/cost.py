@@ -133,17 +133,26 @@ def _numel(value: ir.Value, shape_of: ShapeOf) -> int | None:
 
 
 def is_parameter(value: ir.Value) -> bool:
-    """A floating-point constant: an initializer or a Constant node's output."""
+    """A learned constant: a floating-point initializer or Constant output, or an integer
+    one that quantized ops read as weights (a DequantizeLinear's data, a MatMulInteger's
+    or ConvInteger's second operand). Other integer constants (shapes, axes, indices) are
+    not parameters."""
     producer = value.producer()
     if value.const_value is not None or value.is_initializer():
         dtype = value.const_value.dtype if value.const_value is not None else value.dtype
-        return dtype is not None and dtype.is_floating_point()
-    if producer is None or producer.op_type != "Constant":
+    elif producer is not None and producer.op_type == "Constant":
+        tensor = producer.attributes.get_tensor("value")
+        if tensor is None:
+            return "value_float" in producer.attributes or "value_floats" in producer.attributes
+        dtype = tensor.dtype
+    else:
         return False
-    tensor = producer.attributes.get_tensor("value")
-    if tensor is not None:
-        return tensor.dtype.is_floating_point()
-    return "value_float" in producer.attributes or "value_floats" in producer.attributes
+    if dtype is None:
+        return False
+    return dtype.is_floating_point() or any((u.node.op_type, u.idx) in _QUANTIZED_WEIGHT_SLOTS for u in value.uses())
+
+
+_QUANTIZED_WEIGHT_SLOTS = frozenset({("DequantizeLinear", 0), ("MatMulInteger", 1), ("ConvInteger", 1)})
 
 
 # --------------------------------------------------------------------------- model

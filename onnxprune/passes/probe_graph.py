@@ -3,7 +3,8 @@ Runtime session evaluates any set of pruning candidates (`runtime/probe.py` runs
 
 It adds
 - **taps**: graph outputs at the representation CKA compares (by default the input of
-  the final classifier layer, `default_tap`), or any values the caller names;
+  the classifier, or the model's outputs where there is none: `default_taps`), or any
+  values the caller names;
 - **block gates**: per removable residual block, an input `onnxprune_gate_<id>` of shape
   [N, 1, ...] that multiplies the block's branch f before its Add: `Add(x, f(x)·g)`.
   Gate 0 computes `x`, exactly what `RemoveBlocksPass` leaves;
@@ -30,9 +31,8 @@ import onnx_ir as ir
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import graph_inputs
 from onnxprune.passes.blocks import Block, find_blocks
-from onnxprune.passes.constants import is_const
-from onnxprune.passes.rules import record
-from onnxprune.passes.shapes import symbolic_dims
+from onnxprune.passes.constants import is_weight
+from onnxprune.passes.shapes import symbolic_info
 
 GATE_PREFIX = "onnxprune_gate_"
 MASK_INPUT = "onnxprune_mask"
@@ -40,27 +40,38 @@ MASK_MUL_PREFIX = "onnxprune_mask_mul_"
 MASK_IDX_PREFIX = "onnxprune_mask_idx_"
 
 
-def default_tap(model: ir.Model) -> str:
-    """The input of the final classifier layer: walking back from the first graph
-    output, the activation input of the first standard op with weight inputs (its
-    record's `weights`: Gemm, MatMul, Conv, ConvTranspose) that has a constant weight."""
-    start = model.graph.outputs[0]
-    seen, frontier = set(), [start]
-    while frontier:
-        value = frontier.pop(0)
+# Ops between a classifier layer and the graph output (activations, reshapes, casts,
+# QDQ wrapping, a bias or scale by a constant): the classifier is still "last".
+_HEAD_OPS = frozenset({
+    "Softmax", "LogSoftmax", "Sigmoid", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast",
+    "QuantizeLinear", "DequantizeLinear", "Add", "Sub", "Mul", "Div",
+})
+
+
+def default_taps(model: ir.Model) -> list[str]:
+    """The representation CKA compares by default: the input of the classifier where
+    there is one — the last dense layer (Gemm or MatMul with a weight operand) behind the
+    first graph output, reached only through activations, reshapes, casts and
+    per-output constants — otherwise every floating-point graph output (an embedding
+    model's output is its representation; a detector's boxes and scores are what it
+    computes)."""
+    value = model.graph.outputs[0]
+    for _ in range(64):
         node = value.producer()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        rec = record(node)
-        if rec is not None and rec.weights is not None and rec.domain == "":
-            consts = [is_const(v) for v in node.inputs[:2]]
-            if any(consts) and not all(consts):
-                return node.inputs[consts.index(False)].name
-        frontier.extend(v for v in node.inputs if v is not None and not is_const(v))
-    raise OnnxPruneError(
-        f"no classifier layer found behind output '{start.name}': name the representation with --tap VALUE"
-    )
+        if node is None:
+            break
+        data = [v for v in node.inputs if v is not None and not is_weight(v)]
+        if node.op_type in ("Gemm", "MatMul") and node.domain in ("", "ai.onnx") and len(data) == 1:
+            weighted = [v for v in node.inputs[:2] if is_weight(v)]
+            if weighted:
+                return [data[0].name]
+        if node.op_type not in _HEAD_OPS or node.domain not in ("", "ai.onnx") or len(data) != 1:
+            break
+        value = data[0]
+    outputs = [v.name for v in model.graph.outputs if v.dtype is None or v.dtype.is_floating_point()]
+    if not outputs:
+        raise OnnxPruneError("the model has no floating-point output to compare: name the representation with --tap VALUE")
+    return outputs
 
 
 @dataclass
@@ -102,7 +113,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         nodes = list(graph)
-        taps = list(self.taps) if self.taps else [default_tap(model)]
+        taps = list(self.taps) if self.taps else default_taps(model)
         values = {v.name: v for n in graph for v in n.outputs if v is not None}
         values.update({v.name: v for v in graph.inputs})
         missing = [t for t in taps if t not in values]
@@ -112,7 +123,7 @@ class ProbeGraphPass(ir.passes.InPlacePass):
         self.model = model
         self.probe = ProbeGraph(taps=taps, blocks={b.id: b for b in blocks if b.removable},
                                 inputs=[v.name for v in graph_inputs(model)])
-        dims = symbolic_dims(model)
+        dims, self._dtypes = symbolic_info(model)
         ranks = {k: len(v) for k, v in dims.items()}
         self._batched: list[str] = []  # values a per-sample gate or mask multiplies
         self._gate(ranks)
@@ -181,11 +192,18 @@ class ProbeGraphPass(ir.passes.InPlacePass):
             value = target.inputs[j]
             rank = ranks.get(value.name) or len(an.shape_of(an.nodes[ni].inputs[j]) or ())
             axis = axis % rank if rank else axis
+            dtype = value.dtype or self._dtypes.get(value.name)
+            why = None
             if axis == 0:
+                why = f"{target.op_type} reads the channels as axis 0"
+            elif dtype is not None and not dtype.is_floating_point():
+                # A quantized value's 0 is its zero point, not a product by 0.
+                why = f"{target.op_type} reads them quantized ({dtype.name})"
+            if why is not None:
                 for c in set(classes.tolist()) - {-1}:
                     gid = an.class_group.get(c)
                     if gid in self.probe.mask_index:
-                        self.probe.unmaskable[gid] = f"{target.op_type} reads the channels as axis 0"
+                        self.probe.unmaskable[gid] = why
                 continue
             self._batched.append(value.name)
             key = (value.name, axis, cols.tobytes())
@@ -245,7 +263,7 @@ def consumers(an):
         node = an.nodes[m.node_index]
         root = an.dims.find(m.var)
         for j, value in enumerate(node.inputs):
-            if value is None or j == m.input_index or is_const(value):
+            if value is None or j == m.input_index or is_weight(value):
                 continue
             for axis, var in enumerate(an.value_dims.get(value, ())):
                 if an.dims.find(var) == root and (m.node_index, j, axis) not in seen:

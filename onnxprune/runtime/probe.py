@@ -3,7 +3,7 @@ one ONNX Runtime session, without a rewrite or a new session per candidate.
 
 `ProbeModel(model, ...)` builds the copy (`passes/probe_graph.py`, `ProbeGraphPass`) with
 - **taps**: extra graph outputs at the representation CKA compares (by default the
-  input of the final classifier layer, `default_tap`), or any values the caller names;
+  input of the classifier, or the outputs: `default_taps`), or any values the caller names;
 - **block gates**: per removable residual block, an input `onnxprune_gate_<id>` of shape
   [N, 1, ...] that multiplies the block's branch f before its Add: `Add(x, f(x)·g)`.
   Gate 0 computes `x`, exactly what `RemoveBlocksPass` leaves;
@@ -149,18 +149,17 @@ class ProbeModel:
 
     def features(
         self, batches: Iterable[Mapping[str, np.ndarray]], candidates: Sequence[Candidate], *, stack: int = 8,
-        tap: str | None = None,
     ) -> list[np.ndarray]:
         """The tapped representation of every candidate over all `batches`, as one
-        [n, features] float32 array per candidate (candidates run `stack` at a time)."""
-        tap = tap or self.taps[0]
+        [n, features] array per candidate: every tap flattened per sample, side by side
+        (candidates run `stack` at a time)."""
         parts: list[list[np.ndarray]] = [[] for _ in candidates]
         for feeds in batches:
+            n = len(next(iter(feeds.values())))
             for start in range(0, len(candidates), max(1, stack)):
                 chunk = candidates[start:start + stack]
                 for i, result in enumerate(self.run(feeds, chunk)):
-                    a = result[tap]
-                    parts[start + i].append(a.reshape(len(a), -1))
+                    parts[start + i].append(np.concatenate([result[t].reshape(n, -1) for t in self.taps], axis=1))
         return [np.concatenate(p, axis=0) if p else np.zeros((0, 0), np.float32) for p in parts]
 
     def activation_scores(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[int, float]:

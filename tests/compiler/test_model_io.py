@@ -150,12 +150,17 @@ g (float[1,4] a, float[1,4] b) => (float[1,4] y) {
 """
 
 
-@pytest.mark.parametrize("text", [QDQ, QOPERATOR, MS_QUANTIZED], ids=["qdq", "qoperator", "com.microsoft"])
-def test_quantized(text):
+@pytest.mark.parametrize("text", [QOPERATOR, MS_QUANTIZED], ids=["qoperator", "com.microsoft"])
+def test_quantized_operators_are_refused_by_name(text):
     proto = onnx.parser.parse_model(text)
-    with _raises("quantized models are not supported.*prune the float model, then quantize"):
+    with _raises("quantized in a form onnxprune does not prune .QLinear.*QDQ form instead"):
         load_model(proto)
     load_model(proto, allow_quantized=True)
+
+
+def test_qdq_models_load():
+    """QDQ (and dynamic) quantization is pruned, not refused: passes/rules/quantize.py."""
+    assert [n.op_type for n in load_model(onnx.parser.parse_model(QDQ)).graph][2:] == ["QuantizeLinear", "DequantizeLinear"]
 
 
 LOOP_BODY = """

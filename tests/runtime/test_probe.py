@@ -17,7 +17,7 @@ from onnxprune.compiler.plan import PruningPlan
 from onnxprune.compiler.selection import select_removed
 from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import load_model
-from onnxprune.passes.probe_graph import default_tap
+from onnxprune.passes.probe_graph import default_taps
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.runtime.probe import Candidate, ProbeModel
 from onnxprune.runtime.session import ort_session, run_session
@@ -128,7 +128,7 @@ def test_mask_zero_equals_pruned_channels(path):
 
 
 def test_default_tap_is_the_classifier_input():
-    assert default_tap(load_model(DIGITS)) == "/Flatten_output_0"
+    assert default_taps(load_model(DIGITS)) == ["/Flatten_output_0"]
     with pytest.raises(OnnxPruneError, match="no value"):
         ProbeModel(load_model(DIGITS), taps=["nope"])
 

@@ -5,7 +5,8 @@ Modules by family: `elementwise` (activations, broadcasting arithmetic), `linear
 `layout` (Concat, Split, Slice, Transpose, Squeeze, Unsqueeze, Pad, Tile, Gather),
 `reshape` (Flatten, Reshape, Expand, Resize), `shape_ops` (Shape, Size), `recurrent`
 (LSTM, GRU, RNN: cost only), `attention`
-(fused attention ops) and `contrib` (ONNX Runtime's other fused ops). Importing this
+(fused attention ops), `quantize` (QDQ and dynamic quantization) and `contrib` (ONNX
+Runtime's other fused ops). Importing this
 package fills `OPS`. An op without a record has no channel rule (its channels freeze,
 with the reason), no cost (its row says so) and no shape-value evaluator.
 """
@@ -19,6 +20,7 @@ from onnxprune.passes.rules import (  # noqa: F401  (importing them fills OPS)
     layout,
     linear,
     norms,
+    quantize,
     recurrent,
     reductions,
     reshape,

@@ -111,7 +111,7 @@ def _with_constant_weight(fn):
     @functools.wraps(fn)
     def rule(ctx) -> None:
         x, w = ctx.in_dims(0), ctx.in_dims(1)
-        if x is None or w is None or not ctx.is_const(1) or len(x) != len(w):
+        if x is None or w is None or not ctx.is_weight(1) or len(x) != len(w):
             return default_rule(ctx, "weight is not a constant (or ranks unknown)")
         fn(ctx, x, w, ctx.attr("group", 1))
 
@@ -195,7 +195,7 @@ def gemm(ctx) -> None:
     ctx.role(1, 1 if tb else 0, "in")
     ctx.source(1, 0 if tb else 1)
     ctx.role(1, 0 if tb else 1, "out")
-    if ctx.is_const(0):
+    if ctx.is_weight(0):
         # A weight on the left (Gemm(W, x)): its rows create features and its columns
         # read them. Tag both like B's, or importance sees no weight for these groups.
         ctx.source(0, 1 if ta else 0)
@@ -220,15 +220,15 @@ def matmul(ctx) -> None:
     b_n = b[-1] if len(b) >= 2 else None
     b_k = b[-2] if len(b) >= 2 else b[0]
     k = ctx.tie(a[-1], b_k, "contracted features")
-    if not ctx.is_const(0) and not ctx.is_const(1):
+    if not ctx.is_weight(0) and not ctx.is_weight(1):
         # q·kᵀ: both sides are computed, so no weight downstream can make the removed
         # terms vanish; the product over fewer features is a different product.
         ctx.inexact(k, "contracted between two computed tensors")
-    if ctx.is_const(1) and b_n is not None:
+    if ctx.is_weight(1) and b_n is not None:
         ctx.source(1, len(b) - 1)
         ctx.role(1, len(b) - 2, "in")
         ctx.role(1, len(b) - 1, "out")
-    if ctx.is_const(0) and a_m is not None:
+    if ctx.is_weight(0) and a_m is not None:
         ctx.source(0, len(a) - 2)
         ctx.role(0, len(a) - 1, "in")
         ctx.role(0, len(a) - 2, "out")
