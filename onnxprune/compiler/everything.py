@@ -236,6 +236,7 @@ class _Candidates:
     neurons: set[int] = field(default_factory=set)
     neuron_cka: float | None = None
     neuron_macs: int = 0
+    step_rule: str = "the layer candidate's MACs"
     evaluated: int = 0
     ref: CKAReference | None = None
 
@@ -307,14 +308,29 @@ class _Search:
             cands.layer = max(choices, key=lambda b: (scores[b], b))
             cands.layer_cka = scores[cands.layer]
             cands.block_cost = current - parent.cost(parent.dropped | {cands.layer}, parent.removed)[0]
-        if cands.block_cost <= 0:  # no block to match: step by the mean block size, or 5 % of the model
-            sizes = [
-                current - parent.cost(parent.dropped | {b.id}, parent.removed)[0]
-                for b in parent.blocks if b.removable and b.id not in parent.dropped
-            ]
-            sizes = [s for s in sizes if s > 0]
-            cands.block_cost = int(np.mean(sizes)) if sizes else int(0.05 * self.base_macs)
+        if cands.block_cost <= 0:
+            cands.block_cost, cands.step_rule = self._step_without_block(current)
         return cands
+
+    def _step_without_block(self, current: int) -> tuple[int, str]:
+        """The MACs a neuron step removes when no block is there to match: a quarter of
+        the MACs the target removes (so a model without eligible blocks takes about four
+        steps, not hundreds of tiny ones; never more than what is left), at least the
+        mean size of the blocks left, or 5 % of the model without a MAC target."""
+        parent = self.parent
+        sizes = [
+            current - parent.cost(parent.dropped | {b.id}, parent.removed)[0]
+            for b in parent.blocks if b.removable and b.id not in parent.dropped
+        ]
+        block = int(np.mean([s for s in sizes if s > 0])) if any(s > 0 for s in sizes) else 0
+        if self.s.target.flops is not None:
+            quarter = int(self.base_macs * self.s.target.flops) // 4
+            left = current - int(self.base_macs * (1 - self.s.target.flops))
+            if quarter > block and left > 0:
+                return min(quarter, left), "a quarter of the MACs the target removes (no block candidate)"
+        if block:
+            return block, "the mean MACs of the blocks left (no block candidate)"
+        return int(0.05 * self.base_macs), "5 % of the model's MACs (no block candidate)"
 
     def _neuron_candidate(self, cands: _Candidates) -> None:
         parent = self.parent
@@ -349,7 +365,8 @@ class _Search:
             "layer_candidate": None if cands.layer is None else {
                 "block": cands.layer, "add": add, "cka": cands.layer_cka, "macs": cands.block_cost},
             "neuron_candidate": None if not cands.neurons else {
-                "channels": len(cands.neurons), "cka": cands.neuron_cka, "macs": cands.neuron_macs},
+                "channels": len(cands.neurons), "cka": cands.neuron_cka, "macs": cands.neuron_macs,
+                "sized_by": cands.step_rule},
             "choice": pick,
             "macs": self.macs,
             "params": self.params,

@@ -150,3 +150,15 @@ def test_cli_everything_errors(tmp_path, capfd, extra, message):
     err = capfd.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_without_a_block_candidate_steps_are_sized_by_the_target():
+    """VGG has no residual block: each neuron step removes a quarter of what the target
+    asks, so -40 % takes about four iterations, not hundreds of tiny ones."""
+    vgg = os.path.join(ROOT, "zoo", "vgg.onnx")
+    calib = load_calibration(np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32),
+                             load_model(vgg))
+    result = prune_everything(vgg, calib, target=Target(flops=0.4), progress=False, measure=False)
+    steps = result.report["iterations"]
+    assert result.report["target_reached"] and 3 <= len(steps) <= 6
+    assert all("quarter of the MACs the target removes" in s["neuron_candidate"]["sized_by"] for s in steps)
