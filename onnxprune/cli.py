@@ -49,10 +49,11 @@ def _run_prune(args) -> int:
         from onnxprune.runtime.evaluate import load_labelled
 
         labelled = load_labelled(args.eval)
-    strategy = _strategy(args)
+    calib = _calibration(args)
+    strategy = _strategy(args, calib)
     options = Options(
         input_shapes=_shapes(args.input_shape), ignore=tuple(args.ignore), resize_io=tuple(args.resize_io),
-        resize_cache=not args.keep_cache_shape,
+        resize_cache=not args.keep_cache_shape, calibration=calib, recover=args.recover,
     )
     result = run(strategy, args.model, options)
     if labelled is not None:
@@ -89,7 +90,22 @@ def _check_prune_args(args) -> None:
         raise UsageError("-o, --report, --save-plan and --plot must name different files")
 
 
-def _strategy(args):
+def _calibration(args):
+    """The --calib data (None without it), loaded once for the method and for recovery."""
+    if not args.calib:
+        if args.recover in ("ls", "bias"):
+            raise UsageError(f"--recover {args.recover} refits from calibration data: pass --calib DATA")
+        return None
+    from onnxprune.model_io import load_model
+    from onnxprune.runtime.calibration import load_calibration
+
+    return load_calibration(
+        args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
+        seed=args.seed, preprocess=args.preprocess, input_shapes=_shapes(args.input_shape),
+    )
+
+
+def _strategy(args, calib):
     """The strategy the command line asks for (a saved plan, or --method)."""
     if args.plan:
         from onnxprune.compiler.channels import PlanStrategy
@@ -99,7 +115,7 @@ def _strategy(args):
             raise UsageError("--plan replays a saved plan (its channels, then its blocks): drop --method")
         return PlanStrategy(PruningPlan.load(args.plan))
     if args.method in ("layers", "everything"):
-        return _cka_strategy(args)
+        return _cka_strategy(args, calib)
     from onnxprune.compiler.channels import ChannelsStrategy
 
     if args.criterion == "activation":
@@ -108,14 +124,12 @@ def _strategy(args):
     return ChannelsStrategy(args.ratio, args.criterion, args.global_ranking, args.round_to, kind_ratios)
 
 
-def _cka_strategy(args):
+def _cka_strategy(args, calib):
     from onnxprune.compiler.everything import EverythingStrategy
     from onnxprune.compiler.layers import LayersStrategy
     from onnxprune.compiler.target import Target
-    from onnxprune.model_io import load_model
-    from onnxprune.runtime.calibration import load_calibration
 
-    if not args.calib:
+    if calib is None:
         raise UsageError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")
     target = Target(flops=args.target_flops, params=args.target_params, blocks=args.target_blocks)
     if args.method == "layers" or args.target_latency is None:
@@ -124,10 +138,6 @@ def _cka_strategy(args):
         except OnnxPruneError as err:
             raise UsageError(str(err)) from None
     fine_tune = _load_hook(args.fine_tune) if args.fine_tune else None
-    calib = load_calibration(
-        args.calib, load_model(args.model), samples=args.samples, batch_size=args.batch_size,
-        seed=args.seed, preprocess=args.preprocess, input_shapes=_shapes(args.input_shape),
-    )
     common = dict(min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, debiased=args.debiased)
     if args.method == "layers":
         return LayersStrategy(calib, target, **common)
@@ -180,9 +190,27 @@ def _print_summary(args, report: dict) -> None:
             f"ONNX Runtime latency (batch 1, 1 thread): {1e3 * lat['before_s']:.3f} ms -> {1e3 * lat['after_s']:.3f} ms "
             f"({lat['speedup']:.2f}x)"
         )
+    print(_recovery_line(report))
     acc = report.get("accuracy")
     if acc is not None:
         print(f"top-1 accuracy on {args.eval}: {100 * acc['before']:.2f} % -> {100 * acc['after']:.2f} % (no fine-tuning)")
+
+
+def _recovery_line(report: dict) -> str:
+    """Which recovery ran (the README's contract: the output says so)."""
+    rec = report["recovery"]
+    if rec["ran"] is None:
+        why = rec["why_not"].replace("recover='none'", "--recover none")
+        return f"recovery: none: {why}"
+    layers = rec["layers"]
+    fitted = [r for r in layers if r["error_after"] is not None]
+    how = "least squares" if rec["ran"] == "least squares" else "bias compensation"
+    line = f"recovery: {how} on {len(layers)} layers from {rec['calibration_samples']} calibration samples"
+    if fitted:
+        before = sum(r["error_before"] for r in fitted) / len(fitted)
+        after = sum(r["error_after"] for r in fitted) / len(fitted)
+        line += f" (their output error {before:.3g} -> {after:.3g}, mean relative)"
+    return line
 
 
 def _what(report: dict) -> str:

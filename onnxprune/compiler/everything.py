@@ -429,11 +429,11 @@ def _as_model(tuned) -> ir.Model:
 
 
 def prune_everything(source, calib: CalibrationData, *, target: Target, input_shapes=None, verify: bool = True,
-                     **kwargs):
+                     recover: str = "auto", **kwargs):
     """Run the arbiter until `target`; returns a `PruneResult` (keyword arguments: those
-    of `EverythingStrategy`)."""
+    of `EverythingStrategy`). `recover` refits what was cut from `calib` (see `prune`)."""
     strategy = EverythingStrategy(calib, target, **kwargs)
-    return run(strategy, source, Options(input_shapes=input_shapes), verify=verify)
+    return run(strategy, source, Options(input_shapes=input_shapes, calibration=calib, recover=recover), verify=verify)
 
 
 def compose_plans(plans: list[PruningPlan]) -> PruningPlan:

@@ -179,7 +179,10 @@ class LayersStrategy:
         )
 
 
-def prune_layers(source, calib: CalibrationData, *, target: Target, input_shapes=None, verify: bool = True, **kwargs):
+def prune_layers(source, calib: CalibrationData, *, target: Target, input_shapes=None, verify: bool = True,
+                 recover: str = "auto", **kwargs):
     """Drop residual blocks by CKA until `target`; returns a `PruneResult` (keyword
-    arguments: those of `LayersStrategy`)."""
-    return run(LayersStrategy(calib, target, **kwargs), source, Options(input_shapes=input_shapes), verify=verify)
+    arguments: those of `LayersStrategy`). `recover` repairs what was cut from `calib`
+    (see `prune`)."""
+    options = Options(input_shapes=input_shapes, calibration=calib, recover=recover)
+    return run(LayersStrategy(calib, target, **kwargs), source, options, verify=verify)

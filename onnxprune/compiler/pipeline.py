@@ -37,6 +37,8 @@ def prune(
     resize_io=(),
     resize_cache: bool = True,
     sample_feeds: dict | None = None,
+    calibration=None,
+    recover: str = "auto",
 ) -> PruneResult:
     """Prune channel groups of a model by `criterion` and `ratio` (or apply `plan`: its
     channels, then its blocks).
@@ -46,10 +48,16 @@ def prune(
     report's "interface" lists every changed input/output and the indices kept.
     `sample_feeds` (input name -> array) replaces the random inputs used to measure
     shapes and to verify, for models whose inputs must agree with each other (sequence
-    lengths, cache lengths)."""
+    lengths, cache lengths).
+
+    `calibration` (runtime.calibration.CalibrationData) lets recovery refit the layers that
+    read removed channels (`recover`: "auto"/"ls" least squares, "bias", "none"; see
+    passes/recovery.py); the report's "recovery" says what ran."""
+    if recover not in ("auto", "ls", "bias", "none"):
+        raise ValueError(f"recover must be auto, ls, bias or none, got {recover!r}")
     options = Options(
         input_shapes=input_shapes, ignore=tuple(ignore), resize_io=tuple(resize_io), resize_cache=resize_cache,
-        sample_feeds=sample_feeds,
+        sample_feeds=sample_feeds, calibration=calibration, recover=recover,
     )
     if plan is not None:
         strategy = PlanStrategy(plan)

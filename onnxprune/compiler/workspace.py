@@ -44,6 +44,11 @@ class Options:
     resize_io: tuple = ()
     resize_cache: bool = True
     sample_feeds: Mapping | None = None
+    # Calibration data (runtime.calibration.CalibrationData) for recovery and data-driven
+    # criteria, and how removed channels are recovered: "auto" (least squares when there
+    # is calibration data, else nothing), "ls", "bias" or "none" (passes/recovery.py).
+    calibration: object | None = None
+    recover: str = "auto"
 
 
 def working_copy(source) -> ir.Model:

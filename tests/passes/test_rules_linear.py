@@ -342,12 +342,14 @@ def test_gemm_with_constant_left_operand(ta):
     assert const_input(producer(result.model, "y"), 0).shape == ((4, 4) if ta else (4, 4))
 
 
-def test_gemm_constant_left_operand_importance_uses_its_rows():
-    """The rows of W with the smallest L1 go first."""
+def test_gemm_constant_left_operand_importance_uses_its_columns():
+    """A weight on the left of Gemm(W, x) reads the features along its columns: the
+    features it reads with the smallest L1 go first."""
     from onnxprune.compiler.pipeline import prune
 
     w1 = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
-    w1[[1, 4, 6, 7]] *= 1e-3
+    w2 = np.ones((4, 8), np.float32)
+    w2[:, [1, 4, 6, 7]] *= 1e-3
     proto = build(
         """
         g (float[16,3] x) => (float[4,3] y) {
@@ -356,7 +358,7 @@ def test_gemm_constant_left_operand_importance_uses_its_rows():
           y = Gemm(w2, r)
         }
         """,
-        {"w1": w1, "w2": np.ones((4, 8), np.float32)},
+        {"w1": w1, "w2": w2},
     )
     (entry,) = prune(proto, ratio=0.5).plan.channels
     assert entry["tensor"] == "w1" and entry["removed"] == [1, 4, 6, 7]

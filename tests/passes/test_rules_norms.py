@@ -41,7 +41,7 @@ def test_batch_norm_parameters_follow_the_conv():
     g = group_of(an, "w1")
     assert g.size == 8 and g.prunable == g.classes and g.exact
     roles = {(name, role) for kind, name, axis, role in g.members if kind == "const"}
-    assert {("gamma", "bn_scale"), ("beta", "param"), ("mean", "stat"), ("var", "stat")} <= roles
+    assert {("gamma", "bn_scale"), ("beta", "bias"), ("mean", "stat"), ("var", "stat")} <= roles
     result, _, _ = prune_and_check(proto)
     bn = producer(result.model, "n")
     assert [const_input(bn, i).shape for i in range(1, 5)] == [(4,)] * 4

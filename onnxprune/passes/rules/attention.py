@@ -161,7 +161,7 @@ def ms_attention(ctx) -> None:
     ctx.role(1, 1, "out")
     if ctx.input(2) is not None:
         ctx.tie(w[1], ctx.in_dims(2)[0], "QKV bias")
-        ctx.role(2, 0, "out")
+        ctx.role(2, 0, "bias")
     arr = ctx.dims.array(w[1])
     q, k, v = np.split(arr, np.cumsum(sizes)[:2])
     owner = _grouped_heads(ctx, q, k, v, heads, heads)

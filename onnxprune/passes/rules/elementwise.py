@@ -75,7 +75,7 @@ def broadcast(ctx) -> None:
                 continue  # broadcast: one value for every position
             tied = dims[k] if tied is None else ctx.tie(tied, dims[k], "elementwise operands")
             if ctx.is_const(i) and s != 1:
-                ctx.role(i, k, "param")
+                ctx.role(i, k, "bias" if ctx.node.op_type in ("Add", "Sub") else "param")
         out.append(tied if tied is not None else ctx.fixed(size))
     ctx.set_out(0, out)
 

@@ -138,7 +138,7 @@ def _conv_output(ctx, x, out_c) -> None:
         ctx.freeze(var, "a kernel slides along this axis")
     if ctx.input(2) is not None:
         out_c = ctx.tie(out_c, ctx.in_dims(2)[0], "bias")
-        ctx.role(2, 0, "out")
+        ctx.role(2, 0, "bias")
     out_shape = ctx.out_shape(0) or (None,) * len(x)
     ctx.set_out(0, [x[0], out_c] + [ctx.fixed(s) for s in out_shape[2:]])
 
@@ -207,7 +207,7 @@ def gemm(ctx) -> None:
         axis = k + 2 - len(c)
         if ctx.dims.get_size(var) != 1:
             out[axis] = ctx.tie(out[axis], var, "bias")
-            ctx.role(2, k, "out")
+            ctx.role(2, k, "bias")
     ctx.set_out(0, out)
 
 

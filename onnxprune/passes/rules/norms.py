@@ -37,7 +37,7 @@ def _per_channel(ctx, x, roles) -> int:
 @register("BatchNormalization", cost=per_output_element(2), keeps_shape=True)
 @on_input(min_rank=2)
 def batch_norm(ctx, x) -> None:
-    c = _per_channel(ctx, x, ((1, "bn_scale"), (2, "param"), (3, "stat"), (4, "stat")))
+    c = _per_channel(ctx, x, ((1, "bn_scale"), (2, "bias"), (3, "stat"), (4, "stat")))
     ctx.set_out(0, [x[0], c] + x[2:])
     for j in (1, 2):  # training-mode running statistics outputs
         if j < len(ctx.node.outputs):
@@ -48,7 +48,7 @@ def batch_norm(ctx, x) -> None:
 @on_input(min_rank=2)
 def instance_norm(ctx, x) -> None:
     _normalises_spatial_axes(ctx, x)
-    c = _per_channel(ctx, x, ((1, "param"), (2, "param")))
+    c = _per_channel(ctx, x, ((1, "param"), (2, "bias")))
     ctx.set_out(0, [x[0], c] + x[2:])
 
 

@@ -1,0 +1,95 @@
+"""Calibration statistics at the inputs of the layers recovery refits: one ONNX Runtime
+run over the calibration data with those inputs as extra outputs, each unfolded the way
+its layer reads it (a Conv's input into kh·kw patches, padding included; a dense layer's
+rows) and summed into `Moments` (count, Σx, Σxxᵀ in float64).
+
+What this does not do: keep the activations (only their sums), or run the pruned model
+(the moments are those of the original's inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.model_io import load_model
+from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, Moments
+from onnxprune.runtime.session import ort_session
+
+
+def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterable[Mapping[str, np.ndarray]],
+                    *, gram: bool = True) -> dict[str, Moments]:
+    """Moments of every consumer's input over `batches`, by consumer (node) name
+    (without Σxxᵀ when `gram` is False: bias compensation needs only the means)."""
+    if not consumers:
+        return {}
+    tapped = model.clone()
+    values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
+    values.update({v.name: v for v in tapped.graph.inputs})
+    names = sorted({c.activation for c in consumers})
+    tapped.graph.outputs.clear()
+    tapped.graph.outputs.extend(values[n] for n in names)
+    session = ort_session(load_model(ir.serde.serialize_model(tapped)))
+    nodes = {n.name: n for n in model.graph}
+    sums: dict[str, Moments] = {}
+    wanted = {i.name for i in session.get_inputs()}
+    for feeds in batches:
+        arrays = dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+        for c in consumers:
+            rows = unfold(nodes[c.node], arrays[c.activation], c)
+            _accumulate(sums, c.node, rows, gram)
+    return sums
+
+
+def _accumulate(sums: dict[str, Moments], name: str, rows: np.ndarray, with_gram: bool) -> None:
+    rows = rows.astype(np.float64)
+    gram = rows.T @ rows if with_gram and rows.shape[1] <= MAX_COLUMNS else None
+    old = sums.get(name)
+    if old is None:
+        sums[name] = Moments(len(rows), rows.sum(axis=0), gram)
+    else:
+        old.n += len(rows)
+        old.total += rows.sum(axis=0)
+        if old.gram is not None:
+            old.gram += gram
+
+
+def unfold(node: ir.Node, x: np.ndarray, consumer: Consumer) -> np.ndarray:
+    """The rows a layer multiplies by its weight: [positions, channels · kernel]."""
+    if consumer.op != "Conv":
+        return x.reshape(-1, x.shape[-1])
+    w_shape = node.inputs[1].const_value.shape if node.inputs[1].const_value is not None else None
+    kernel = list(node.attributes.get_ints("kernel_shape", None) or (w_shape[2:] if w_shape else ()))
+    spatial = len(kernel)
+    strides = list(node.attributes.get_ints("strides", [1] * spatial))
+    dilations = list(node.attributes.get_ints("dilations", [1] * spatial))
+    pads = _pads(node, x.shape[2:], kernel, strides, dilations)
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    windows = np.lib.stride_tricks.sliding_window_view(
+        padded, [(k - 1) * d + 1 for k, d in zip(kernel, dilations)], axis=tuple(range(2, 2 + spatial))
+    )
+    # windows: [N, C, *out_positions_before_stride, *window]; take strides and dilations.
+    index = [slice(None), slice(None)] + [slice(None, None, s) for s in strides]
+    index += [slice(None, None, d) for d in dilations]
+    windows = windows[tuple(index)]
+    c = windows.shape[1]
+    out_axes = tuple(range(2, 2 + spatial))
+    win_axes = tuple(range(2 + spatial, 2 + 2 * spatial))
+    rows = np.transpose(windows, (0, *out_axes, 1, *win_axes))
+    return rows.reshape(-1, c * int(np.prod(kernel)))
+
+
+def _pads(node: ir.Node, size, kernel, strides, dilations) -> list[int]:
+    auto = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for n, k, s, d in zip(size, kernel, strides, dilations):
+            out = -(-n // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+            small, large = total // 2, total - total // 2
+            begin.append(large if auto == "SAME_LOWER" else small)
+            end.append(small if auto == "SAME_LOWER" else large)
+        return begin + end
+    return list(node.attributes.get_ints("pads", [0] * (2 * len(kernel))))
