@@ -204,12 +204,15 @@ def _recovery_line(report: dict) -> str:
         return f"recovery: none: {why}"
     layers = rec["layers"]
     fitted = [r for r in layers if r["error_after"] is not None]
-    how = "least squares" if rec["ran"] == "least squares" else "bias compensation"
+    how = rec["ran"].replace("bias", "bias compensation").replace("block fold", "block compensation folded")
     line = f"recovery: {how} on {len(layers)} layers from {rec['calibration_samples']} calibration samples"
     if fitted:
         before = sum(r["error_before"] for r in fitted) / len(fitted)
         after = sum(r["error_after"] for r in fitted) / len(fitted)
         line += f" (their output error {before:.3g} -> {after:.3g}, mean relative)"
+    skipped = rec.get("blocks_not_compensated") or []
+    if skipped:
+        line += f"; {len(skipped)} run(s) of dropped blocks not compensated (see the report)"
     return line
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.recover import plan_recovery, recovery_section
 from onnxprune.compiler.report import (
     FORMAT,
     blocks_section,
@@ -35,12 +36,10 @@ from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.model_io import declared_input_shapes, make_sample_inputs, release_mapped
 from onnxprune.passes.constants import is_const
 from onnxprune.passes.cost import model_cost
-from onnxprune.passes.recovery import RecoveryPass, linear_consumers
 from onnxprune.passes.reference import ExactReferencePass
 from onnxprune.passes.shapes import static_shapes
 from onnxprune.passes.slice_channels import interface_changes
 from onnxprune.runtime.session import measure_latency
-from onnxprune.runtime.statistics import collect_moments
 
 
 @dataclass
@@ -92,17 +91,15 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     plan = decision.plan or _plan(ws, decision)
     changes = interface_changes(ws.analysis, decision.removed) if ws.analysed and decision.model is None else []
     interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
-    recovery, not_recovered = _recovery(ws, decision)
+    recovery, not_recovered = plan_recovery(ws, decision.removed, decision.dropped, decision.model is not None)
     if recovery is not None:
-        expected, unchecked = None, (f"values not compared: recovery refit {len(recovery.consumers)} layer(s) to the "
-                                     "calibration data")
+        expected, unchecked = None, "values not compared: recovery refit layers to the calibration data"
     else:
         expected, unchecked = _expected(ws, decision, interface) if verify else (None, "")
     if decision.model is None:
         ws.rewrite(decision.removed, decision.dropped, slice_channels=decision.slice_channels)
         if recovery is not None:
-            recovery(ws.model)
-            added = sum(r["params_added"] for r in recovery.records)  # biases given to layers that had none
+            added = recovery.apply(ws.model)  # biases given to layers that had none
             predicted = {**predicted, "params": predicted["params"] + added}
         model = ws.model
     else:
@@ -135,50 +132,9 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
         "verification": verification,
         "target_reached": decision.target_reached,
         "stopped_because": decision.stopped_because,
-        "recovery": _recovery_section(ws, recovery, not_recovered),
+        "recovery": recovery_section(ws, recovery, not_recovered),
     }
     return PruneResult(model=model, plan=plan, report=report)
-
-
-def _recovery(ws: Workspace, decision: Decision) -> tuple[RecoveryPass | None, str | None]:
-    """The refit of the layers that read removed channels (passes/recovery.py), with its
-    statistics gathered now, on the model before the rewrite; or None and why not."""
-    mode, calib = ws.options.recover, ws.options.calibration
-    if mode == "none":
-        return None, "off (recover='none')"
-    if decision.model is not None:
-        return None, "the strategy produced the model itself (fine-tuning hook)"
-    if not decision.removed:
-        return None, "no channels removed"
-    if calib is None:
-        return None, "no calibration data (pass --calib DATA)"
-    an = ws.analysis
-    targets = linear_consumers(an, decision.removed)
-    if not targets:
-        return None, "no layer that reads a removed channel has a float Conv/Gemm/MatMul weight to refit"
-    moments = collect_moments(ws.model, targets, calib.batches(), gram=mode != "bias")
-    nodes = {n.name: i for i, n in enumerate(an.nodes)}
-    out_keep = {}
-    for c in targets:
-        dims = an.const_dims.get((nodes[c.node], c.weight))
-        out_keep[c.node] = None if dims is None else an.keep_mask(dims[c.out_axis], decision.removed)
-    return RecoveryPass(targets, moments, ws.original, out_keep), None
-
-
-def _recovery_section(ws: Workspace, recovery: RecoveryPass | None, not_recovered: str | None) -> dict:
-    """The report's "recovery": what was asked, what ran (or why nothing did), and each
-    refit layer with its relative output error before (plain cut) and after."""
-    calib = ws.options.calibration
-    ran = None
-    if recovery is not None and recovery.records:
-        ran = "least squares" if any(r["refit"] == "least squares" for r in recovery.records) else "bias"
-    return {
-        "requested": ws.options.recover,
-        "ran": ran,
-        "why_not": not_recovered,
-        "calibration_samples": None if calib is None else calib.n,
-        "layers": [] if recovery is None else recovery.records,
-    }
 
 
 def _expected(ws: Workspace, decision: Decision, interface: list[dict]) -> tuple[Expected | None, str]:

@@ -208,7 +208,7 @@ class RecoveryPass(ir.passes.InPlacePass):
             shape[c.out_axis] = new_w.shape[0]
             set_const_input(model.graph, node, c.weight,
                             from_matrix(new_w, tuple(shape), c.out_axis, c.in_axis).astype(w0.dtype))
-            added = _set_bias(model.graph, node, new_b.astype(w0.dtype))
+            added = set_bias(model.graph, node, new_b.astype(w0.dtype))
             self.records.append({"node": c.node, "op": c.op, **info, "params_added": len(new_b) if added else 0})
         return ir.passes.PassResult(model, modified=bool(self.records))
 
@@ -220,7 +220,7 @@ def _bias(node: ir.Node, rows: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(const_array(value), dtype=np.float64).reshape(-1), (rows,)).copy()
 
 
-def _set_bias(graph: ir.Graph, node: ir.Node, bias: np.ndarray) -> bool:
+def set_bias(graph: ir.Graph, node: ir.Node, bias: np.ndarray) -> bool:
     """Conv and Gemm take a bias input (added when missing); a MatMul gets an Add after.
     True when the layer had no bias (the model gains its parameters)."""
     if node.op_type in ("Conv", "Gemm"):

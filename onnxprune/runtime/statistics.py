@@ -1,10 +1,13 @@
-"""Calibration statistics at the inputs of the layers recovery refits: one ONNX Runtime
-run over the calibration data with those inputs as extra outputs, each unfolded the way
-its layer reads it (a Conv's input into kh·kw patches, padding included; a dense layer's
-rows) and summed into `Moments` (count, Σx, Σxxᵀ in float64).
+"""Calibration statistics for recovery, from one ONNX Runtime run over the calibration
+data with the values recovery needs as extra outputs:
+- at the inputs of the layers that are refit (passes/recovery.py), each unfolded the
+  way its layer reads it (a Conv's input into kh·kw patches, padding included; a dense
+  layer's rows) and summed into `Moments` (count, Σx, Σxxᵀ in float64);
+- around each run of dropped blocks (passes/block_recovery.py): the branch output and
+  shortcut of the block before it and the run's last output, summed into `FoldMoments`.
 
 What this does not do: keep the activations (only their sums), or run the pruned model
-(the moments are those of the original's inputs).
+(the statistics are the original's).
 """
 
 from __future__ import annotations
@@ -15,32 +18,38 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.model_io import load_model
+from onnxprune.passes.block_recovery import Fold, FoldMoments
+from onnxprune.passes.block_recovery import accumulate as accumulate_fold
 from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, Moments
 from onnxprune.runtime.session import ort_session
 
 
 def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterable[Mapping[str, np.ndarray]],
-                    *, gram: bool = True) -> dict[str, Moments]:
+                    *, gram: bool = True, folds: list[Fold] = ()) -> tuple[dict[str, Moments], dict[str, FoldMoments]]:
     """Moments of every consumer's input over `batches`, by consumer (node) name
-    (without Σxxᵀ when `gram` is False: bias compensation needs only the means)."""
-    if not consumers:
-        return {}
+    (without Σxxᵀ when `gram` is False: bias compensation needs only the means), and the
+    sums each fold needs, by the first Add of its run."""
+    if not consumers and not folds:
+        return {}, {}
     tapped = model.clone()
     values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
     values.update({v.name: v for v in tapped.graph.inputs})
-    names = sorted({c.activation for c in consumers})
+    names = sorted({c.activation for c in consumers} | {v for f in folds for v in (f.branch, f.shortcut, f.target)})
     tapped.graph.outputs.clear()
     tapped.graph.outputs.extend(values[n] for n in names)
     session = ort_session(load_model(ir.serde.serialize_model(tapped)))
     nodes = {n.name: n for n in model.graph}
     sums: dict[str, Moments] = {}
+    fold_sums: dict[str, FoldMoments] = {}
     wanted = {i.name for i in session.get_inputs()}
     for feeds in batches:
         arrays = dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted})))
         for c in consumers:
             rows = unfold(nodes[c.node], arrays[c.activation], c)
             _accumulate(sums, c.node, rows, gram)
-    return sums
+        for f in folds:
+            accumulate_fold(fold_sums, f, arrays[f.branch], arrays[f.shortcut], arrays[f.target])
+    return sums, fold_sums
 
 
 def _accumulate(sums: dict[str, Moments], name: str, rows: np.ndarray, with_gram: bool) -> None:

@@ -1,0 +1,99 @@
+"""The driver's recovery step: what to refit after a decision, the one calibration run
+that gathers its statistics (on the model before the rewrite), and applying it after.
+
+- Removed channels: the layers that read them are refit (passes/recovery.py: least
+  squares, or bias compensation with recover="bias").
+- Dropped blocks: each run of them gets a linear compensation folded into the block
+  before it (passes/block_recovery.py), with least squares (not with recover="bias").
+
+The report's "recovery" section says what was asked, what ran, why nothing ran, and
+each refit layer or fold with its relative output error before (the plain cut) and
+after; runs of blocks that could not be compensated are listed with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from onnxprune.compiler.workspace import Workspace
+from onnxprune.passes.block_recovery import BlockFoldPass, block_folds
+from onnxprune.passes.recovery import RecoveryPass, linear_consumers
+from onnxprune.runtime.statistics import collect_moments
+
+MODES = ("auto", "ls", "bias", "none")
+
+
+@dataclass
+class Recovery:
+    channels: RecoveryPass | None
+    blocks: BlockFoldPass | None
+    skipped: list[dict] = field(default_factory=list)
+
+    def apply(self, model: ir.Model) -> int:
+        """Refit `model` (the pruned one) in place; the parameters added (new biases)."""
+        for p in (self.channels, self.blocks):
+            if p is not None:
+                p(model)
+        return sum(r["params_added"] for r in self.records)
+
+    @property
+    def records(self) -> list[dict]:
+        return [r for p in (self.channels, self.blocks) if p is not None for r in p.records]
+
+
+def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced_model: bool) -> tuple[Recovery | None, str | None]:
+    """The recovery of a decision, its statistics gathered now; or None and why not."""
+    mode, calib = ws.options.recover, ws.options.calibration
+    if mode == "none":
+        return None, "off (recover='none')"
+    if produced_model:
+        return None, "the strategy produced the model itself (fine-tuning hook)"
+    if not removed and not dropped:
+        return None, "nothing removed"
+    if calib is None:
+        return None, "no calibration data (pass --calib DATA)"
+    targets = linear_consumers(ws.analysis, removed) if removed else []
+    folds, skipped = block_folds(ws.model, ws.blocks, dropped) if dropped and mode != "bias" else ([], [])
+    if not targets and not folds:
+        why = "; ".join(f"{', '.join(s['blocks'])}: {s['why']}" for s in skipped)
+        return None, why or "no layer that reads a removed channel has a float Conv/Gemm/MatMul weight to refit"
+    out_keep = _out_keep(ws, removed, [(c.node, c.weight, c.out_axis) for c in targets]) if removed else {}
+    if removed:
+        fold_keep = _out_keep(ws, removed, [(f.into, f.weight, f.out_axis) for f in folds])
+        for f in folds:
+            f.keep = fold_keep.get(f.into)
+    moments, fold_moments = collect_moments(ws.model, targets, calib.batches(), gram=mode != "bias", folds=folds)
+    channels = RecoveryPass(targets, moments, ws.original, out_keep) if targets else None
+    blocks = BlockFoldPass(folds, fold_moments) if folds else None
+    return Recovery(channels, blocks, skipped), None
+
+
+def _out_keep(ws: Workspace, removed: set[int], layers: list[tuple[str, int, int]]) -> dict:
+    """For each (node, weight input, output axis): the keep mask of that axis, or None."""
+    an = ws.analysis
+    index = {n.name: i for i, n in enumerate(an.nodes)}
+    out = {}
+    for node, weight, axis in layers:
+        dims = an.const_dims.get((index[node], weight)) if node in index else None
+        out[node] = None if dims is None else an.keep_mask(dims[axis], removed)
+    return out
+
+
+def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: str | None) -> dict:
+    """The report's "recovery" (see the module docstring)."""
+    calib = ws.options.calibration
+    records = [] if recovery is None else recovery.records
+    kinds = []
+    for r in records:
+        if r["refit"] not in kinds:
+            kinds.append(r["refit"])
+    return {
+        "requested": ws.options.recover,
+        "ran": ", ".join(kinds) or None,
+        "why_not": not_recovered if not records else None,
+        "calibration_samples": None if calib is None else calib.n,
+        "layers": records,
+        "blocks_not_compensated": [] if recovery is None else recovery.skipped,
+    }
