@@ -70,6 +70,9 @@ class Decision:
     latency_feeds: Mapping[str, np.ndarray] | None = None
     target_reached: bool | None = None  # None: the method has no target
     stopped_because: str | None = None  # when the target was not reached: why, and what to do
+    # The strategy recovered as it went (the recovered arbiter): the report's "layers" and
+    # "blocks_not_compensated" of its recovery; the driver then recovers nothing more.
+    recovery: dict | None = None
 
 
 class Strategy(Protocol):
@@ -92,7 +95,7 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     changes = interface_changes(ws.analysis, decision.removed) if ws.analysed and decision.model is None else []
     interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
     recovery, not_recovered = plan_recovery(ws, decision.removed, decision.dropped, decision.model is not None)
-    if recovery is not None:
+    if recovery is not None or decision.recovery:
         expected, unchecked = None, "values not compared: recovery refit layers to the calibration data"
     else:
         expected, unchecked = _expected(ws, decision, interface) if verify else (None, "")
@@ -132,7 +135,7 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
         "verification": verification,
         "target_reached": decision.target_reached,
         "stopped_because": decision.stopped_because,
-        "recovery": recovery_section(ws, recovery, not_recovered),
+        "recovery": recovery_section(ws, recovery, not_recovered, decision.recovery),
     }
     return PruneResult(model=model, plan=plan, report=report)
 

@@ -31,6 +31,7 @@ itself, or price latency in the choice (latency is measured, not predicted).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import time
@@ -95,10 +96,12 @@ class _Parent:
         return predicted_cost(self.an, removed, self.dropped_nodes(dropped))
 
     def physical(self, options: Options) -> tuple[ir.Model, PruningPlan]:
-        """A copy of the parent with its removals made physical, and their plan."""
+        """A copy of the parent with its removals made physical (not recovered: this is
+        the plain cut, for latency or a fine-tuning hook), and their plan."""
         plan = PruningPlan.from_removed(self.an, self.removed)
         plan.blocks = [PruningPlan.block_entry(b) for b in self.blocks if b.id in self.dropped]
-        return run(PlanStrategy(plan), self.model, options, verify=False).model, plan
+        plain = dataclasses.replace(options, recover="none")
+        return run(PlanStrategy(plan), self.model, plain, verify=False).model, plan
 
 
 def _parent(an: ChannelAnalysis, blocks: list[Block], taps, criterion: str, feeds) -> _Parent:
@@ -239,6 +242,7 @@ class _Candidates:
     step_rule: str = "the layer candidate's MACs"
     evaluated: int = 0
     ref: CKAReference | None = None
+    recovered_cka: dict[str, float] = field(default_factory=dict)  # the recovered arbiter's scores
 
 
 class _Search:
@@ -259,6 +263,14 @@ class _Search:
         self.bar = Progress(None, strategy.progress)
         self.steps: list[dict] = []
         self.history: list[PruningPlan] = []
+        # The recovered arbiter: both candidates are made physical and recovered from the
+        # calibration data (compiler/recover.py) before CKA compares them; the chosen one
+        # becomes the parent. Off with a fine-tuning hook (it is the recovery), with
+        # recover="none", and for the baseline arbiters.
+        options = ws.options
+        self.recovered = (strategy.fine_tune is None and strategy.arbiter == "cka" and options.recover != "none"
+                          and options.calibration is not None)
+        self.recovery = {"layers": [], "blocks_not_compensated": []}
 
     def finished(self) -> bool:
         if self.s.latency_target is not None:
@@ -279,7 +291,9 @@ class _Search:
         if cands.layer is None and not cands.neurons:
             return False
         pick = self._pick(cands)
-        if pick == "layer":
+        if self.recovered:
+            pick = self._recovered_step(cands, pick)
+        elif pick == "layer":
             self.parent.dropped.add(cands.layer)
         else:
             self.parent.removed |= cands.neurons
@@ -358,15 +372,45 @@ class _Search:
             return "layer"
         return "layer" if cands.layer_cka >= cands.neuron_cka else "neurons"  # ties go to the layer
 
+    def _recovered_step(self, cands: _Candidates, pick: str) -> str:
+        """Make each candidate physical on the parent and recover it; with both, CKA to
+        the parent's representation after recovery decides. The chosen recovered model
+        becomes the parent (costs stay absolute: it is physical)."""
+        parent, tried = self.parent, {}
+        for which in ("layer", "neurons"):
+            if (which == "layer" and cands.layer is None) or (which == "neurons" and not cands.neurons):
+                continue
+            plan = PruningPlan.from_removed(parent.an, cands.neurons if which == "neurons" else set())
+            plan.blocks = [PruningPlan.block_entry(b) for b in parent.blocks if which == "layer" and b.id == cands.layer]
+            tried[which] = (run(PlanStrategy(plan), parent.model, self.ws.options, verify=False), plan)
+        if len(tried) == 2 and cands.ref is not None:
+            for which, (result, _) in tried.items():
+                probe = ProbeModel(result.model, taps=parent.probe.taps)
+                score = cands.ref.score(probe.features(self.s.calib.batches(), [Candidate()])[0])
+                cands.recovered_cka[which] = score
+                cands.evaluated += 1
+            pick = "layer" if cands.recovered_cka["layer"] >= cands.recovered_cka["neurons"] else "neurons"
+        elif len(tried) == 1:
+            pick = next(iter(tried))
+        result, plan = tried[pick]
+        self.history.append(plan)
+        rec = result.report["recovery"]
+        iteration = len(self.steps) + 1
+        self.recovery["layers"] += [{**r, "iteration": iteration} for r in rec["layers"]]
+        self.recovery["blocks_not_compensated"] += [{**r, "iteration": iteration} for r in rec["blocks_not_compensated"]]
+        self.parent = _tuned_parent(result.model, self.ws.options, self.s.taps, self.s.criterion, self.feeds)
+        return pick
+
     def _step(self, cands: _Candidates, pick: str) -> dict:
         add = next((b.add for b in self.parent.blocks if b.id == cands.layer), None)
         return {
             "iteration": len(self.steps) + 1,
             "layer_candidate": None if cands.layer is None else {
-                "block": cands.layer, "add": add, "cka": cands.layer_cka, "macs": cands.block_cost},
+                "block": cands.layer, "add": add, "cka": cands.layer_cka, "macs": cands.block_cost,
+                "cka_recovered": cands.recovered_cka.get("layer")},
             "neuron_candidate": None if not cands.neurons else {
                 "channels": len(cands.neurons), "cka": cands.neuron_cka, "macs": cands.neuron_macs,
-                "sized_by": cands.step_rule},
+                "sized_by": cands.step_rule, "cka_recovered": cands.recovered_cka.get("neurons")},
             "choice": pick,
             "macs": self.macs,
             "params": self.params,
@@ -379,7 +423,7 @@ class _Search:
         """Measure the parent's latency and run the fine-tuning hook (which then becomes
         the parent: costs stay absolute)."""
         s = self.s
-        physical, plan = self.parent.physical(self.ws.options)
+        physical, plan = (self.parent.model, None) if self.recovered else self.parent.physical(self.ws.options)
         if s.measure or s.latency_target is not None:
             self.latency = measure_latency(physical, self.latency_feeds)
             step["latency_s"] = self.latency
@@ -411,6 +455,11 @@ class _Search:
                     "neurons": sum(x["choice"] == "neurons" for x in self.steps)},
             latency_before=self.base_latency, latency_feeds=self.latency_feeds,
         )
+        if self.recovered:
+            decision.model, decision.recovery = parent.model, self.recovery
+            decision.plan = compose_plans(self.history)
+            decision.plan.meta = meta
+            return decision
         if s.fine_tune is None:
             decision.removed, decision.dropped = set(parent.removed), sorted(parent.dropped)
             decision.slice_channels = bool(parent.removed)

@@ -49,7 +49,7 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
     if mode == "none":
         return None, "off (recover='none')"
     if produced_model:
-        return None, "the strategy produced the model itself (fine-tuning hook)"
+        return None, "the strategy produced the model itself (fine-tuning hook, or it recovered every iteration)"
     if not removed and not dropped:
         return None, "nothing removed"
     if calib is None:
@@ -81,13 +81,16 @@ def _out_keep(ws: Workspace, removed: set[int], layers: list[tuple[str, int, int
     return out
 
 
-def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: str | None) -> dict:
-    """The report's "recovery" (see the module docstring)."""
+def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: str | None,
+                     by_strategy: dict | None = None) -> dict:
+    """The report's "recovery" (see the module docstring); `by_strategy`: the "layers"
+    and "blocks_not_compensated" of a strategy that recovered as it went."""
     calib = ws.options.calibration
-    records = [] if recovery is None else recovery.records
+    records = by_strategy["layers"] if by_strategy is not None else [] if recovery is None else recovery.records
+    skipped = by_strategy["blocks_not_compensated"] if by_strategy is not None else [] if recovery is None else recovery.skipped
     kinds = []
     for r in records:
-        if r["refit"] not in kinds:
+        if r["refit"] is not None and r["refit"] not in kinds:
             kinds.append(r["refit"])
     return {
         "requested": ws.options.recover,
@@ -95,5 +98,5 @@ def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: st
         "why_not": not_recovered if not records else None,
         "calibration_samples": None if calib is None else calib.n,
         "layers": records,
-        "blocks_not_compensated": [] if recovery is None else recovery.skipped,
+        "blocks_not_compensated": skipped,
     }

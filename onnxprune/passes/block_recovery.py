@@ -259,7 +259,10 @@ class BlockFoldPass(ir.passes.InPlacePass):
             m = self.moments.get(fold.blocks[0])
             if m is None or fold.into not in names:
                 continue
-            theta, c, info = solve(m, fold.keep)
+            theta, c, info = solve(m, fold.keep) if np.isfinite(m.zz).all() and np.isfinite(m.zt).all() else (None, None, {})
+            if theta is None or not (np.isfinite(theta).all() and np.isfinite(c).all()):
+                self.records.append({**not_refit(fold.into, "fold"), "blocks": list(fold.blocks)})
+                continue
             added = apply_fold(model.graph, fold, theta, c)
             self.records.append({"node": fold.into, "op": "fold", "blocks": list(fold.blocks), **info,
                                  "params_added": added})

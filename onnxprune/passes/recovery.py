@@ -38,6 +38,7 @@ from onnxprune.passes.constants import (
     new_initializer,
     set_const_input,
 )
+from onnxprune.passes.name_nodes import unique_name
 from onnxprune.passes.probe_graph import consumers
 from onnxprune.passes.rules import record
 
@@ -200,7 +201,14 @@ class RecoveryPass(ir.passes.InPlacePass):
             w0 = const_array(old.inputs[c.weight])
             w = as_matrix(w0, c.out_axis, c.in_axis)
             b = _bias(old, w.shape[0])
-            new_w, new_b, info = refit(w, b, c.kept_columns(), self.moments[c.node])
+            m = self.moments[c.node]
+            if not (np.isfinite(m.total).all() and (m.gram is None or np.isfinite(m.gram).all())):
+                self.records.append(not_refit(c.node, c.op))
+                continue
+            new_w, new_b, info = refit(w, b, c.kept_columns(), m)
+            if not (np.isfinite(new_w).all() and np.isfinite(new_b).all()):
+                self.records.append(not_refit(c.node, c.op))  # the plain cut stays
+                continue
             rows = self.out_keep.get(c.node)
             if rows is not None:
                 new_w, new_b = new_w[rows], new_b[rows]
@@ -220,9 +228,16 @@ def _bias(node: ir.Node, rows: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(const_array(value), dtype=np.float64).reshape(-1), (rows,)).copy()
 
 
+def not_refit(node: str, op: str) -> dict:
+    return {"node": node, "op": op, "refit": None, "error_before": None, "error_after": None, "params_added": 0,
+            "why": "the calibration activations overflow (not finite): the plain cut stays"}
+
+
 def set_bias(graph: ir.Graph, node: ir.Node, bias: np.ndarray) -> bool:
-    """Conv and Gemm take a bias input (added when missing); a MatMul gets an Add after.
-    True when the layer had no bias (the model gains its parameters)."""
+    """Conv and Gemm take a bias input (`bias` replaces it; added when missing). A MatMul
+    has none: `bias` is added to the constant of the Add that follows it (a framework's
+    bias, or one an earlier recovery made), or a new Add carries it. True when the model
+    gains parameters."""
     if node.op_type in ("Conv", "Gemm"):
         if len(node.inputs) > 2 and node.inputs[2] is not None and is_const(node.inputs[2]):
             old = const_array(node.inputs[2])
@@ -235,8 +250,15 @@ def set_bias(graph: ir.Graph, node: ir.Node, bias: np.ndarray) -> bool:
         return True
     out = node.outputs[0]
     readers = list(out.uses())
+    follower = _following_bias(out, len(bias))
+    if follower is not None:
+        add, i = follower
+        old = const_array(add.inputs[i])
+        set_const_input(graph, add, i, (old.astype(np.float64) + bias.reshape((1,) * (old.ndim - 1) + (-1,))).astype(old.dtype))
+        return False
+    taken = {n.name for n in graph}
     add = ir.node("Add", [out, new_initializer(graph, f"{node.name}_recovered_bias", bias)],
-                  name=f"{node.name}_recovered_bias_add")
+                  name=unique_name(f"{node.name}_recovered_bias_add", taken))
     result = add.outputs[0]
     result.name = fresh_name(graph, f"{out.name}_recovered")
     result.type, result.shape = out.type, out.shape
@@ -249,3 +271,19 @@ def set_bias(graph: ir.Graph, node: ir.Node, bias: np.ndarray) -> bool:
         result.name = name
         graph.outputs[index] = result
     return True
+
+
+def _following_bias(out: ir.Value, size: int) -> tuple[ir.Node, int] | None:
+    """The Add (and its constant's input index) that adds a per-feature constant of
+    `size` to `out`, when it is `out`'s only reader."""
+    uses = list(out.uses())
+    if len(uses) != 1 or out.is_graph_output():
+        return None
+    add = uses[0].node
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
+        return None
+    i = 1 - uses[0].idx
+    arr = const_array(add.inputs[i]) if is_const(add.inputs[i]) else None
+    if arr is None or arr.dtype.kind != "f" or arr.ndim == 0 or arr.shape[-1] != size or arr.size != size:
+        return None
+    return add, i

@@ -31,7 +31,28 @@ def calib():
 
 @pytest.fixture(scope="module")
 def run(calib):
-    return prune_everything(DIGITS, calib, target=Target(flops=0.45), progress=False)
+    """The paper's arbiter (CKA of the plain cut); the recovered one is tested below."""
+    return prune_everything(DIGITS, calib, target=Target(flops=0.45), progress=False, recover="none")
+
+
+def test_recovered_arbiter_compares_recovered_candidates(calib):
+    result = prune_everything(DIGITS, calib, target=Target(flops=0.45), progress=False)
+    report = result.report
+    assert report["verification"]["ok"] and report["cost"]["predicted"] == report["cost"]["after"]
+    assert report["cost"]["macs_reduction"] >= 0.45
+    steps = report["iterations"]
+    both = [s for s in steps if s["layer_candidate"] and s["neuron_candidate"]]
+    assert both
+    for s in both:
+        layer, neuron = s["layer_candidate"]["cka_recovered"], s["neuron_candidate"]["cka_recovered"]
+        assert s["choice"] == ("layer" if layer >= neuron else "neurons"), s
+        # Recovery brings each candidate closer to the parent than the plain cut.
+        assert layer >= s["layer_candidate"]["cka"] and neuron >= s["neuron_candidate"]["cka"]
+    rec = report["recovery"]
+    assert rec["ran"] and rec["layers"] and {r["iteration"] for r in rec["layers"]} <= {s["iteration"] for s in steps}
+    # The composed plan replays the structure (recovery is data, not structure).
+    replay = prune(DIGITS, plan=result.plan)
+    assert replay.report["cost"]["after"]["macs"] == report["cost"]["after"]["macs"]
 
 
 def test_rule_and_candidates(run):

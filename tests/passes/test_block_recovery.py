@@ -110,4 +110,5 @@ def test_dropped_blocks_keep_the_digits_task(depth):
     calib = load_calibration(str(DIGITS / "digits_calib.npz"), ws.original)
     plain, fitted = prune(path, plan=plan, verify=False), prune(path, plan=plan, calibration=calib)
     assert fitted.report["cost"]["macs_reduction"] > 0.3
-    assert accuracy(plain.model, *data) < 0.9 <= 0.97 <= accuracy(fitted.model, *data)
+    assert accuracy(plain.model, *data) < 0.9
+    assert accuracy(fitted.model, *data) >= 0.97
