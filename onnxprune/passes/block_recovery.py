@@ -39,6 +39,7 @@ from onnxprune.passes.recovery import (
     MAX_COLUMNS,
     as_matrix,
     from_matrix,
+    not_refit,
     set_bias,
 )
 from onnxprune.passes.rules import record
