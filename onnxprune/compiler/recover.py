@@ -95,7 +95,7 @@ def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: st
     return {
         "requested": ws.options.recover,
         "ran": ", ".join(kinds) or None,
-        "why_not": not_recovered if not records else None,
+        "why_not": None if kinds else not_recovered or next((r["why"] for r in records if r.get("why")), None),
         "calibration_samples": None if calib is None else calib.n,
         "layers": records,
         "blocks_not_compensated": skipped,

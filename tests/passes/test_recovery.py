@@ -141,3 +141,18 @@ def test_recover_none_and_bias_do_what_they_say():
 
 def ir_output_names(model) -> list[str]:
     return [v.name for v in model.graph.outputs]
+
+
+def test_overflowing_calibration_leaves_the_plain_cut():
+    """Activations that overflow float32 (inf) give no refit: the layer keeps the plain
+    cut and the report says why, instead of writing NaN weights."""
+    proto = _dense()
+    plan = PruningPlan.from_removed(analysis(proto), classes_of(analysis(proto), {"w1": [5]}))
+    calib = CalibrationData({"x": np.full((8, 5), 3e38, np.float32)})
+    result = prune(proto, plan=plan, calibration=calib)
+    (record,) = result.report["recovery"]["layers"]
+    assert record["refit"] is None and "not finite" in record["why"]
+    assert result.report["recovery"]["ran"] is None and "not finite" in result.report["recovery"]["why_not"]
+    plain = prune(proto, plan=plan)
+    x = _calibration(16, seed=4).arrays["x"]
+    np.testing.assert_array_equal(run(result.model, {"x": x})["y"], run(plain.model, {"x": x})["y"])
