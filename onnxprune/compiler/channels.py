@@ -1,12 +1,14 @@
-"""Strategies `channels` (score every channel by a weight criterion, remove a ratio of
-each group, or the lowest-ranked globally) and `plan` (apply a saved plan: its channels,
-then its blocks). Both decide in one shot; the driver rewrites, verifies and reports.
+"""Strategies `channels` (score every channel by a criterion — weights only, or weights
+and calibration data (compiler/data_importance.py) —, remove a ratio of each group, or
+the lowest-ranked globally) and `plan` (apply a saved plan: its channels, then its
+blocks). Both decide in one shot; the driver rewrites, recovers, verifies and reports.
 
-What these do not do: look at data (the CKA strategies do), or search for a target.
+What these do not do: search for a target (the CKA strategies do).
 """
 
 from __future__ import annotations
 
+from onnxprune.compiler.data_importance import DATA_CRITERIA, data_scores
 from onnxprune.compiler.driver import Decision
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.plan import PruningPlan
@@ -23,7 +25,10 @@ class ChannelsStrategy:
 
     def search(self, ws: Workspace) -> Decision:
         an = ws.analysis
-        scores, used = class_scores(an, self.criterion)
+        if self.criterion in DATA_CRITERIA:
+            scores, used = data_scores(ws, self.criterion)
+        else:
+            scores, used = class_scores(an, self.criterion)
         removed = select_removed(
             an, scores, self.ratio, global_ranking=self.global_ranking, round_to=self.round_to,
             kind_ratios=self.kind_ratios,

@@ -63,6 +63,7 @@ class Consumer:
     in_axis: int
     keep: np.ndarray
     kernel: int
+    classes: np.ndarray | None = None  # the class of each input channel (-1: not prunable)
 
     @property
     def columns(self) -> int:
@@ -83,6 +84,7 @@ def linear_consumers(an: ChannelAnalysis, removed: set[int]) -> list[Consumer]:
             continue
         consumer = _consumer(node, j, axis, keep)
         if consumer is not None:
+            consumer.classes = an.classes_of(var)
             found[node.name] = consumer
     return list(found.values())
 
@@ -120,11 +122,12 @@ def _consumer(node: ir.Node, j: int, axis: int, keep: np.ndarray) -> Consumer | 
 @dataclass
 class Moments:
     """Sums over calibration rows x of a consumer's unfolded input: count, Σx, Σxxᵀ
-    (None when the input is wider than MAX_COLUMNS)."""
+    (None when the input is wider than MAX_COLUMNS, or not asked for) and Σx² per column."""
 
     n: int
     total: np.ndarray
     gram: np.ndarray | None
+    squares: np.ndarray | None = None
 
 
 def as_matrix(w: np.ndarray, out_axis: int, in_axis: int) -> np.ndarray:

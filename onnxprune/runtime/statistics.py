@@ -55,12 +55,14 @@ def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterabl
 def _accumulate(sums: dict[str, Moments], name: str, rows: np.ndarray, with_gram: bool) -> None:
     rows = rows.astype(np.float64)
     gram = rows.T @ rows if with_gram and rows.shape[1] <= MAX_COLUMNS else None
+    squares = (rows * rows).sum(axis=0)
     old = sums.get(name)
     if old is None:
-        sums[name] = Moments(len(rows), rows.sum(axis=0), gram)
+        sums[name] = Moments(len(rows), rows.sum(axis=0), gram, squares)
     else:
         old.n += len(rows)
         old.total += rows.sum(axis=0)
+        old.squares += squares
         if old.gram is not None:
             old.gram += gram
 

@@ -1,0 +1,109 @@
+"""Criteria on calibration data (compiler/data_importance.py): each finds the channel it
+is built to find where the weights alone point elsewhere, and on the trained digits
+network the chosen channels hurt less than random ones."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "passes"))
+from test_rules_common import build  # noqa: E402
+
+from onnxprune.cli import main  # noqa: E402
+from onnxprune.compiler.data_importance import data_scores  # noqa: E402
+from onnxprune.compiler.importance import class_scores  # noqa: E402
+from onnxprune.compiler.pipeline import prune  # noqa: E402
+from onnxprune.compiler.plan import PruningPlan  # noqa: E402
+from onnxprune.compiler.selection import select_removed  # noqa: E402
+from onnxprune.compiler.workspace import Options, Workspace  # noqa: E402
+from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.runtime.calibration import CalibrationData, load_calibration  # noqa: E402
+from onnxprune.runtime.evaluate import accuracy, load_labelled  # noqa: E402
+
+DENSE = """
+g (float[N,{width}] x) => (float[N,3] y) {{
+  h = MatMul(x, w1)
+  c = Add(h, b1)
+  r = Relu(c)
+  y = MatMul(r, w2)
+}}
+"""
+DIGITS = Path(__file__).resolve().parents[2] / "models" / "digits"
+
+
+def _scores(w1, b1, w2, criterion: str) -> list[float]:
+    """The criterion's score of each hidden unit (of 6), in order."""
+    proto = build(DENSE.format(width=len(w1)),
+                  {"w1": w1.astype(np.float32), "b1": b1.astype(np.float32), "w2": w2.astype(np.float32)})
+    x = np.random.default_rng(5).standard_normal((256, len(w1))).astype(np.float32)
+    ws = Workspace(proto, Options(calibration=CalibrationData({"x": x})))
+    scores, used = data_scores(ws, criterion)
+    (group,) = [g for g in ws.analysis.groups if g.prunable]
+    assert used[group.id] == criterion
+    return [scores[c] for c in sorted(group.classes)]
+
+
+def _weakest(w1, b1, w2, criterion: str) -> int:
+    scores = _scores(w1, b1, w2, criterion)
+    return scores.index(min(scores))
+
+
+def _weights(width: int = 5):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((width, 6)), rng.standard_normal(6) + 3.0, rng.standard_normal((6, 3))
+
+
+def test_fluctuation_finds_the_unit_that_never_varies():
+    w1, b1, w2 = _weights()
+    w1[:, 2] = 0.0  # unit 2 is its bias (3 + noise > 0 after the ReLU): constant
+    w2[2] *= 10  # the weights that read it are the largest: magnitude keeps it
+    assert _weakest(w1, b1, w2, "fluctuation") == 2
+
+
+def test_wanda_finds_the_unit_that_is_never_active():
+    w1, b1, w2 = _weights()
+    b1[4] = -100.0  # unit 4 is always cut by the ReLU
+    w2[4] *= 10
+    assert _weakest(w1, b1, w2, "wanda") == 4
+
+
+def test_obs_finds_the_units_the_others_explain():
+    """Units 0, 1 and 3 are linearly dependent (u3 = 0.5 u0 - 0.7 u1 + c): a refit repairs
+    the loss of any one of them, so OBS scores them near zero, however large the weights
+    reading them; the independent units score high."""
+    w1, b1, w2 = _weights(width=8)
+    b1[:] = 50.0  # every unit stays positive: the layer is linear on this data
+    w1[:, 3] = 0.5 * w1[:, 0] - 0.7 * w1[:, 1]
+    w2[3] *= 10
+    scores = _scores(w1, b1, w2, "obs")
+    dependent, independent = [scores[i] for i in (0, 1, 3)], [scores[i] for i in (2, 4, 5)]
+    assert max(dependent) < 1e-3 * min(independent), scores
+
+
+def test_data_criteria_need_calibration(tmp_path, capfd):
+    with pytest.raises(OnnxPruneError, match="needs calibration data"):
+        data_scores(Workspace(str(DIGITS / "digits_resnet.onnx")), "wanda")
+    assert main(["prune", str(DIGITS / "digits_resnet.onnx"), "-o", str(tmp_path / "p.onnx"), "--criterion", "obs"]) == 2
+    assert "--criterion obs scores channels on calibration data: pass --calib DATA" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "fluctuation"])
+def test_data_choice_beats_random_channels_on_a_trained_network(criterion):
+    path = str(DIGITS / "digits_resnet56.onnx")
+    calib = load_calibration(str(DIGITS / "digits_calib.npz"), path)
+    ws = Workspace(path, Options(calibration=calib))
+    an, data = ws.analysis, load_labelled(str(DIGITS / "digits_test.npz"))
+
+    def acc(scores):
+        plan = PruningPlan.from_removed(an, select_removed(an, scores, 0.1))
+        return accuracy(prune(path, plan=plan, verify=False).model, *data)
+
+    scores, _ = data_scores(ws, criterion)
+    base, _ = class_scores(an, "l1")
+    rng = np.random.default_rng(1)
+    random = [acc(dict(zip(base, rng.random(len(base)).tolist()))) for _ in range(4)]
+    assert acc(scores) > np.mean(random)
