@@ -31,7 +31,13 @@ from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.workspace import Workspace
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.constants import const_array
-from onnxprune.passes.recovery import DAMPING, Consumer, Moments, as_matrix, linear_consumers
+from onnxprune.passes.recovery import (
+    DAMPING,
+    Consumer,
+    Moments,
+    as_matrix,
+    linear_consumers,
+)
 from onnxprune.runtime.statistics import collect_moments
 
 DATA_CRITERIA = ("wanda", "fluctuation", "obs")

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "passes"))
-from test_rules_common import build  # noqa: E402
+from test_rules_common import build
 
-from onnxprune.cli import main  # noqa: E402
-from onnxprune.compiler.data_importance import data_scores  # noqa: E402
-from onnxprune.compiler.importance import class_scores  # noqa: E402
-from onnxprune.compiler.pipeline import prune  # noqa: E402
-from onnxprune.compiler.plan import PruningPlan  # noqa: E402
-from onnxprune.compiler.selection import select_removed  # noqa: E402
-from onnxprune.compiler.workspace import Options, Workspace  # noqa: E402
-from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.runtime.calibration import CalibrationData, load_calibration  # noqa: E402
-from onnxprune.runtime.evaluate import accuracy, load_labelled  # noqa: E402
+from onnxprune.cli import main
+from onnxprune.compiler.data_importance import data_scores
+from onnxprune.compiler.importance import class_scores
+from onnxprune.compiler.pipeline import prune
+from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.selection import select_removed
+from onnxprune.compiler.workspace import Options, Workspace
+from onnxprune.errors import OnnxPruneError
+from onnxprune.runtime.calibration import CalibrationData, load_calibration
+from onnxprune.runtime.evaluate import accuracy, load_labelled
 
 DENSE = """
 g (float[N,{width}] x) => (float[N,3] y) {{
