@@ -120,9 +120,9 @@ def _session(model):
     import onnxruntime as ort
 
     if not isinstance(model, (str, bytes)):
-        import onnx_ir as ir
+        from onnxprune.model_io import to_proto  # external tensors of a lazily read model read inline
 
-        model = ir.serde.serialize_model(model).SerializeToString()
+        model = to_proto(model).SerializeToString()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

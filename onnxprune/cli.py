@@ -53,7 +53,8 @@ def _run_prune(args) -> int:
     strategy = _strategy(args, calib)
     options = Options(
         input_shapes=_shapes(args.input_shape), ignore=tuple(args.ignore), resize_io=tuple(args.resize_io),
-        resize_cache=not args.keep_cache_shape, calibration=calib, recover=args.recover,
+        resize_cache=not args.keep_cache_shape, calibration=calib,
+        recover=("ls" if calib is not None else "synthetic") if args.recover == "auto" else args.recover,
     )
     result = run(strategy, args.model, options)
     if labelled is not None:
@@ -209,7 +210,9 @@ def _recovery_line(report: dict) -> str:
     layers = rec["layers"]
     fitted = [r for r in layers if r["error_after"] is not None]
     how = rec["ran"].replace("bias", "bias compensation").replace("block fold", "block compensation folded")
-    line = f"recovery: {how} on {len(layers)} layers from {rec['calibration_samples']} calibration samples"
+    data = "synthesized inputs (data-free; --calib DATA refits on real data)" if rec["data"] == "synthesized" \
+        else "calibration samples"
+    line = f"recovery: {how} on {len(layers)} layers from {rec['calibration_samples']} {data}"
     if fitted:
         before = sum(r["error_before"] for r in fitted) / len(fitted)
         after = sum(r["error_after"] for r in fitted) / len(fitted)

@@ -93,10 +93,11 @@ def _prune_args(pr, shape_help: str) -> None:
     pr.add_argument("--report", metavar="JSON", help="write a JSON report (costs, groups, verification, plan)")
     pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan (its channels, then its blocks)")
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
-    pr.add_argument("--recover", choices=("auto", "ls", "bias", "none"), default="auto",
+    pr.add_argument("--recover", choices=("auto", "ls", "bias", "synthetic", "none"), default="auto",
                     help="repair what was cut, without training: ls refits the layers that read removed channels "
-                         "by least squares on --calib, bias only moves their means into the bias, none keeps the "
-                         "plain cut (default auto: ls with --calib, none without)")
+                         "(and folds a compensation for dropped blocks) by least squares on --calib, bias only moves "
+                         "their means into the bias, synthetic refits on synthesized inputs (data-free), none keeps "
+                         "the plain cut (default auto: ls with --calib, synthetic without)")
     pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
     _interface_args(pr)
 
@@ -105,7 +106,9 @@ def _cka_args(cka) -> None:
     cka.add_argument("--method", choices=("channels", "layers", "everything"), default="channels",
                      help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA; "
                           "everything: each iteration, a block or the same MACs of channels, whichever keeps CKA higher")
-    cka.add_argument("--calib", metavar="DATA", help="calibration data: .npy, .npz (by input name, or x), or an image folder")
+    cka.add_argument("--calib", metavar="DATA",
+                     help="calibration data: .npy, .npz (by input name, or x), or an image folder; for the CKA methods, "
+                          "the data criteria and recovery")
     cka.add_argument("--preprocess", metavar="SPEC", help="for an image folder, e.g. resize=32x32,mean=0.5,std=0.25,layout=NCHW")
     cka.add_argument("--samples", type=at_least(1), metavar="N", help="calibration samples to use (default: all), chosen with --seed")
     cka.add_argument("--batch-size", type=at_least(1), default=64, metavar="B", help="calibration batch size (default 64)")

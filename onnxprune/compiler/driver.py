@@ -95,30 +95,41 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     changes = interface_changes(ws.analysis, decision.removed) if ws.analysed and decision.model is None else []
     interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
     recovery, not_recovered = plan_recovery(ws, decision.removed, decision.dropped, decision.model is not None)
-    if recovery is not None or decision.recovery:
-        expected, unchecked = None, "values not compared: recovery refit layers to the calibration data"
-    else:
-        expected, unchecked = _expected(ws, decision, interface) if verify else (None, "")
+    expected, unchecked = _expected(ws, decision, interface) if verify else (None, "")
+    if decision.recovery:
+        expected, unchecked = None, "values not compared: recovery refit layers every iteration"
+    feeds = ws.options.sample_feeds
+    if feeds is None and interface:
+        feeds = make_sample_inputs(ws.original, ws.shapes_in)
+    pruned_feeds = None if feeds is None else take_kept(feeds, interface, "input")
+
+    def check(model: ir.Model, expected: Expected | None, unchecked: str):
+        return verify_model(
+            ws.original, model, ws.shapes_in, resized={c["name"] for c in interface},
+            feeds=feeds, pruned_feeds=pruned_feeds, expected=expected, unchecked_values=unchecked,
+            original_path=ws.source_path,
+        )
+
+    plain_checks = []
     if decision.model is None:
         ws.rewrite(decision.removed, decision.dropped, slice_channels=decision.slice_channels)
         if recovery is not None:
+            if verify and expected is not None:
+                # The rewrite is checked before recovery changes the weights: the plain
+                # cut's values must equal what removal means (raises if not).
+                plain_checks = [f"plain cut, before recovery: {c}" for c in check(ws.model, expected, unchecked).checks
+                                if c.startswith("values")]
+            expected = None
+            unchecked = "values after recovery not compared (refit by least squares; each layer's error is in the report)"
             added = recovery.apply(ws.model)  # biases given to layers that had none
             predicted = {**predicted, "params": predicted["params"] + added}
         model = ws.model
     else:
         model = decision.model
-    feeds = ws.options.sample_feeds
-    if feeds is None and interface:
-        feeds = make_sample_inputs(ws.original, ws.shapes_in)
-    pruned_feeds = None if feeds is None else take_kept(feeds, interface, "input")
     verification = None
     if verify:
-        result = verify_model(
-            ws.original, model, ws.shapes_in, resized={c["name"] for c in interface},
-            feeds=feeds, pruned_feeds=pruned_feeds, expected=expected, unchecked_values=unchecked,
-            original_path=ws.source_path,
-        )
-        verification = {"ok": result.ok, "message": result.message, "checks": result.checks}
+        result = check(model, expected, unchecked)
+        verification = {"ok": result.ok, "message": result.message, "checks": plain_checks + result.checks}
     after = model_cost(model, static_shapes(model, declared_input_shapes(model, ws.shapes_in), pruned_feeds))
     report = {
         "format": FORMAT,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from onnxprune.compiler.channels import ChannelsStrategy, PlanStrategy
 from onnxprune.compiler.driver import PruneResult, run
 from onnxprune.compiler.plan import PruningPlan
+from onnxprune.compiler.recover import MODES
 from onnxprune.compiler.verify import take_kept
 from onnxprune.compiler.workspace import Options, Workspace, analyze
 from onnxprune.passes.cost import model_cost
@@ -52,9 +53,12 @@ def prune(
 
     `calibration` (runtime.calibration.CalibrationData) lets recovery refit the layers that
     read removed channels (`recover`: "auto"/"ls" least squares, "bias", "none"; see
-    passes/recovery.py); the report's "recovery" says what ran."""
-    if recover not in ("auto", "ls", "bias", "none"):
-        raise ValueError(f"recover must be auto, ls, bias or none, got {recover!r}")
+    passes/recovery.py); "synthetic" refits by least squares on synthesized inputs
+    without calibration data (data-free; the CLI's default without --calib, while the
+    library's "auto" without calibration keeps the plain cut). The report's "recovery"
+    says what ran."""
+    if recover not in MODES:
+        raise ValueError(f"recover must be one of {', '.join(MODES)}, got {recover!r}")
     options = Options(
         input_shapes=input_shapes, ignore=tuple(ignore), resize_io=tuple(resize_io), resize_cache=resize_cache,
         sample_feeds=sample_feeds, calibration=calibration, recover=recover,

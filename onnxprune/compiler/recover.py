@@ -6,6 +6,10 @@ that gathers its statistics (on the model before the rewrite), and applying it a
 - Dropped blocks: each run of them gets a linear compensation folded into the block
   before it (passes/block_recovery.py), with least squares (not with recover="bias").
 
+The statistics come from the calibration data, or with recover="synthetic" (data-free,
+the CLI's default without --calib) from synthesized inputs (runtime/calibration.py
+`synthetic_calibration`).
+
 The report's "recovery" section says what was asked, what ran, why nothing ran, and
 each refit layer or fold with its relative output error before (the plain cut) and
 after; runs of blocks that could not be compensated are listed with the reason.
@@ -20,9 +24,10 @@ import onnx_ir as ir
 from onnxprune.compiler.workspace import Workspace
 from onnxprune.passes.block_recovery import BlockFoldPass, block_folds
 from onnxprune.passes.recovery import RecoveryPass, linear_consumers
+from onnxprune.runtime.calibration import synthetic_calibration
 from onnxprune.runtime.statistics import collect_moments
 
-MODES = ("auto", "ls", "bias", "none")
+MODES = ("auto", "ls", "bias", "synthetic", "none")
 
 
 @dataclass
@@ -30,6 +35,8 @@ class Recovery:
     channels: RecoveryPass | None
     blocks: BlockFoldPass | None
     skipped: list[dict] = field(default_factory=list)
+    samples: int = 0  # calibration samples the statistics came from
+    synthetic: bool = False  # synthesized inputs (data-free), not the user's data
 
     def apply(self, model: ir.Model) -> int:
         """Refit `model` (the pruned one) in place; the parameters added (new biases)."""
@@ -52,8 +59,10 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
         return None, "the strategy produced the model itself (fine-tuning hook, or it recovered every iteration)"
     if not removed and not dropped:
         return None, "nothing removed"
+    if mode == "synthetic":  # data-free: least squares on synthesized inputs
+        calib = synthetic_calibration(ws.original, ws.shapes_in)
     if calib is None:
-        return None, "no calibration data (pass --calib DATA)"
+        return None, "no calibration data (pass --calib DATA, or --recover synthetic for a data-free refit)"
     targets = linear_consumers(ws.analysis, removed) if removed else []
     folds, skipped = block_folds(ws.model, ws.blocks, dropped) if dropped and mode != "bias" else ([], [])
     if not targets and not folds:
@@ -67,7 +76,7 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
     moments, fold_moments = collect_moments(ws.model, targets, calib.batches(), gram=mode != "bias", folds=folds)
     channels = RecoveryPass(targets, moments, ws.original, out_keep) if targets else None
     blocks = BlockFoldPass(folds, fold_moments) if folds else None
-    return Recovery(channels, blocks, skipped), None
+    return Recovery(channels, blocks, skipped, calib.n, calib.source == "synthesized inputs"), None
 
 
 def _out_keep(ws: Workspace, removed: set[int], layers: list[tuple[str, int, int]]) -> dict:
@@ -86,6 +95,7 @@ def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: st
     """The report's "recovery" (see the module docstring); `by_strategy`: the "layers"
     and "blocks_not_compensated" of a strategy that recovered as it went."""
     calib = ws.options.calibration
+    samples = recovery.samples if recovery is not None else None if calib is None else calib.n
     records = by_strategy["layers"] if by_strategy is not None else [] if recovery is None else recovery.records
     skipped = by_strategy["blocks_not_compensated"] if by_strategy is not None else [] if recovery is None else recovery.skipped
     kinds = []
@@ -96,7 +106,8 @@ def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: st
         "requested": ws.options.recover,
         "ran": ", ".join(kinds) or None,
         "why_not": None if kinds else not_recovered or next((r["why"] for r in records if r.get("why")), None),
-        "calibration_samples": None if calib is None else calib.n,
+        "calibration_samples": samples,
+        "data": None if not records else "synthesized" if recovery is not None and recovery.synthetic else "calibration",
         "layers": records,
         "blocks_not_compensated": skipped,
     }

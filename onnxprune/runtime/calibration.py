@@ -534,3 +534,58 @@ def _kind(dtype: np.dtype) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- data-free
+
+SYNTHETIC_SAMPLES = 256
+SYNTHETIC_BYTES = 64 << 20  # at most this much synthesized input (fewer samples for large inputs)
+
+
+def synthetic_calibration(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> CalibrationData:
+    """Inputs synthesized for data-free recovery (no calibration data given): floats
+    ~ N(0, 1), integer inputs that index a constant table (token ids into an embedding)
+    uniform over its rows, integer masks (a name with "mask") all ones (nothing padded),
+    other integers in [0, 10), bools coin flips; up to 256
+    samples, fewer when one sample is large (64 MiB in all). A model whose batch axis is
+    a fixed number B gets a multiple of B."""
+    from onnxprune.model_io import make_sample_inputs
+
+    inputs = graph_inputs(model)
+    per_sample = sum(int(np.prod(shapes[v.name][1:], dtype=np.int64)) * 4 for v in inputs) or 1
+    n = int(max(8, min(SYNTHETIC_SAMPLES, SYNTHETIC_BYTES // per_sample)))
+    declared = {v.name: v.shape[0] if v.shape is not None and len(v.shape) and isinstance(v.shape[0], int) else None
+                for v in inputs}
+    fixed = next((b for b in declared.values() if b), None)
+    if fixed:
+        n = max(fixed, n - n % fixed)
+    feeds = make_sample_inputs(model, shapes, seed=seed, batch=n)
+    rows = _table_rows(model)
+    rng = np.random.default_rng(seed)
+    for name, array in feeds.items():
+        if array.dtype.kind in "iu" and name in rows:
+            feeds[name] = rng.integers(0, rows[name], size=array.shape).astype(array.dtype)
+        elif array.dtype.kind in "iu" and "mask" in name.lower():
+            feeds[name] = np.ones_like(array)
+    return CalibrationData(feeds, batch_size=32, source="synthesized inputs", fixed_batch=fixed)
+
+
+def _table_rows(model: ir.Model) -> dict[str, int]:
+    """Graph inputs used as indices into a constant table (Gather axis 0, or a fused
+    embedding), with the table's row count (the smallest, if several)."""
+    out: dict[str, int] = {}
+    names = {v.name for v in graph_inputs(model)}
+    for node in model.graph:
+        pairs = []
+        if node.op_type == "Gather" and len(node.inputs) == 2 and node.attributes.get_int("axis", 0) == 0:
+            pairs = [(node.inputs[1], node.inputs[0])]
+        elif node.op_type == "EmbedLayerNormalization" and len(node.inputs) > 2:
+            pairs = [(node.inputs[0], node.inputs[2])]
+        for index, table in pairs:
+            if index is None or table is None or index.name not in names:
+                continue
+            const = table.const_value
+            if const is not None and len(const.shape) >= 1:
+                rows = int(const.shape[0])
+                out[index.name] = min(rows, out.get(index.name, rows))
+    return out

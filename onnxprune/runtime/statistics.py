@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.model_io import load_model
 from onnxprune.passes.block_recovery import Fold, FoldMoments
 from onnxprune.passes.block_recovery import accumulate as accumulate_fold
 from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, Moments
@@ -37,7 +36,7 @@ def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterabl
     names = sorted({c.activation for c in consumers} | {v for f in folds for v in (f.branch, f.shortcut, f.target)})
     tapped.graph.outputs.clear()
     tapped.graph.outputs.extend(values[n] for n in names)
-    session = ort_session(load_model(ir.serde.serialize_model(tapped)))
+    session = ort_session(tapped)  # external data stays where the model was loaded from
     nodes = {n.name: n for n in model.graph}
     sums: dict[str, Moments] = {}
     fold_sums: dict[str, FoldMoments] = {}
