@@ -200,8 +200,8 @@ def torch_pruning(depth: int, calib, test, ratios, seeds: int) -> list[dict]:
 
 def table(depth: int, base: float, rows: list[dict], ratios, cost: dict | None = None) -> str:
     out = [f"### digits ResNet-{depth} (test accuracy {100 * base:.2f} % before; no fine-tuning)", "",
-           "Channels, uniform `--ratio`: accuracy % (MACs removed %): without recovery / **least-squares recovery "
-           "on the calibration data** / data-free recovery (synthesized inputs; not for the data criteria).", "",
+           ("Channels, uniform `--ratio`: accuracy % (MACs removed %): without recovery / **least-squares recovery "
+            "on the calibration data** / data-free recovery (synthesized inputs; not for the data criteria)."), "",
            "| tool | criterion | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
            "|---|---|" + "---|" * len(ratios)]
     chans = [r for r in rows if "ratio" in r]
@@ -242,9 +242,9 @@ def table(depth: int, base: float, rows: list[dict], ratios, cost: dict | None =
                     cells.append(f"{100 * r['accuracy']:.1f} (−{100 * r['macs_reduction']:.1f}{what})")
                 out.append(f"| {method} | {target} | " + " | ".join(cells) + " |")
     if cost:
-        out += ["", f"Recovery cost (l1, ratio 0.3, {cost['layers']} layers refit): statistics {cost['statistics_s']} s "
-                f"+ solves {cost['solve_s']} s = {cost['ratio_to_forward']}× one forward pass of the calibration set "
-                f"({cost['forward_s']} s)."]
+        out += ["", (f"Recovery cost (l1, ratio 0.3, {cost['layers']} layers refit): statistics {cost['statistics_s']} s "
+                     f"+ solves {cost['solve_s']} s = {cost['ratio_to_forward']}× one forward pass of the calibration set "
+                     f"({cost['forward_s']} s).")]
     return "\n".join(out)
 
 

@@ -12,7 +12,10 @@ Keys (always present; null where a method has nothing to say):
 - ``cost``: MACs and parameters before, predicted, after, and the reductions;
 - ``latency``: measured ONNX Runtime latency before and after, or null;
 - ``interface``: graph inputs/outputs whose shape changed (a KV cache), with kept indices;
-- ``verification``: ``{"ok", "message"}``, or null when verification was skipped;
+- ``verification``: ``{"ok", "message", "checks"}``, or null when verification was skipped;
+- ``recovery``: what was requested, what ran, why not, which data (calibration or
+  synthesized) and how many samples, every refit layer with its relative output error
+  before and after, and the runs of dropped blocks not compensated (compiler/recover.py);
 - ``target_reached``: whether a search met its target (null for one-shot methods), and
   ``stopped_because``: why it stopped short and what to do (else null).
 The CLI adds ``accuracy`` (with ``--eval``) and ``plan``.
