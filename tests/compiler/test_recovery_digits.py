@@ -71,7 +71,7 @@ def test_cli_recovers_with_calib_and_says_so(tmp_path, capfd):
     assert "recovery: least squares on 56 layers from 64 calibration samples" in printed
     assert main(["prune", RESNET56, "-o", str(out), "--ratio", "0.2"]) == 0
     printed = capfd.readouterr().out  # without data: the data-free refit, and it says so
-    assert "recovery: least squares on 56 layers from 64 synthesized inputs (data-free" in printed
+    assert "recovery: least squares on 56 layers from 256 synthesized inputs (data-free" in printed
     assert main(["prune", RESNET56, "-o", str(out), "--ratio", "0.2", "--recover", "none"]) == 0
     assert "recovery: none: off (--recover none)" in capfd.readouterr().out
     before = set(tmp_path.iterdir())
