@@ -107,5 +107,5 @@ def _obs(w: np.ndarray, cov: np.ndarray, kernel: int) -> np.ndarray:
         s = slice(k * kernel, (k + 1) * kernel)
         ws = w[:, s]
         block = np.linalg.pinv(inv[s, s], hermitian=True)
-        out[k] = float(np.einsum("oi,ij,oj->", ws, block, ws))
+        out[k] = float(np.einsum("oi,ij,oj->", ws, block, ws, optimize=True))
     return out

@@ -212,7 +212,7 @@ def solve(m: FoldMoments, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarr
     mean = m.t_sum[k] / n
     variance = max(float(m.tt[k].sum() / n - mean @ mean), 1e-30)
     # E‖zθ − t‖² = tr(θᵀ E[zzᵀ] θ) − 2 tr(θᵀ E[z tᵀ]) + E‖t‖²
-    after = float(np.einsum("ij,ik,kj->", theta, zz, theta) - 2 * np.einsum("ij,ij->", theta, zt)) + m.tt[k].sum() / n
+    after = float(np.einsum("ij,ik,kj->", theta, zz, theta, optimize=True) - 2 * np.einsum("ij,ij->", theta, zt, optimize=True)) + m.tt[k].sum() / n
     info = {"refit": "block fold", "error_before": round(float(m.plain[k].sum()) / n / variance, 6),
             "error_after": round(float(max(after, 0.0)) / variance, 6)}
     return theta[:-1], theta[-1], info

@@ -172,14 +172,14 @@ def refit(w: np.ndarray, b: np.ndarray, keep_cols: np.ndarray, moments: Moments)
         theta = np.linalg.lstsq(a, rhs, rcond=None)[0].T
     new_w, new_b = theta[:, :-1], theta[:, -1]
     cov = second - np.outer(mean, mean)
-    variance = float(np.einsum("oi,ij,oj->", w, cov, w)) or 1.0
+    variance = float(np.einsum("oi,ij,oj->", w, cov, w, optimize=True)) or 1.0
 
     def error(w_kept: np.ndarray, bias: np.ndarray) -> float:
         full = np.zeros_like(target)
         full[:, :-1][:, k] = w_kept
         full[:, -1] = bias
         delta = full - target
-        return max(float(np.einsum("oi,ij,oj->", delta, z, delta)), 0.0) / variance
+        return max(float(np.einsum("oi,ij,oj->", delta, z, delta, optimize=True)), 0.0) / variance
 
     return new_w, new_b, {"refit": "least squares", "error_before": round(error(w[:, k], b), 6),
                           "error_after": round(error(new_w, new_b), 6)}
