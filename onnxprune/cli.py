@@ -94,7 +94,7 @@ def _check_prune_args(args) -> None:
 def _calibration(args):
     """The --calib data (None without it), loaded once for the method and for recovery."""
     if not args.calib:
-        if args.recover in ("ls", "bias"):
+        if args.recover in ("ls", "bias", "sequential"):
             raise UsageError(f"--recover {args.recover} refits from calibration data: pass --calib DATA")
         return None
     from onnxprune.model_io import load_model

@@ -2,7 +2,10 @@
 that gathers its statistics (on the model before the rewrite), and applying it after.
 
 - Removed channels: the layers that read them are refit (passes/recovery.py: least
-  squares, or bias compensation with recover="bias").
+  squares, or bias compensation with recover="bias"). With recover="sequential" they
+  are refit one at a time in graph order, each from the pruned model's own input as
+  refit so far (one calibration run of both models per layer: slower, and errors do not
+  accumulate the way one-pass fits let them).
 - Dropped blocks: each run of them gets a linear compensation folded into the block
   before it (passes/block_recovery.py), with least squares (not with recover="bias").
 
@@ -19,20 +22,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxprune.compiler.workspace import Workspace
 from onnxprune.passes.block_recovery import BlockFoldPass, block_folds
-from onnxprune.passes.recovery import RecoveryPass, linear_consumers
-from onnxprune.runtime.calibration import synthetic_calibration
-from onnxprune.runtime.statistics import collect_moments
+from onnxprune.passes.constants import const_array
+from onnxprune.passes.recovery import (
+    Consumer,
+    RecoveryPass,
+    as_matrix,
+    bias_of,
+    linear_consumers,
+    not_refit,
+    refit_cross,
+    write_refit,
+)
+from onnxprune.runtime.calibration import CalibrationData, synthetic_calibration
+from onnxprune.runtime.statistics import OriginalTaps, collect_cross, collect_moments
 
-MODES = ("auto", "ls", "bias", "synthetic", "none")
+MODES = ("auto", "ls", "bias", "synthetic", "sequential", "none")
+
+
+@dataclass
+class Sequential:
+    """Refit `consumers` one at a time in the pruned model's graph order, each to the
+    original layer's output from the pruned model's own input (earlier layers already
+    pruned and refit): SparseGPT / SlimGPT's order. `records` as RecoveryPass's."""
+
+    consumers: list[Consumer]
+    original: ir.Model
+    calib: CalibrationData
+    out_keep: dict
+    records: list[dict] = field(default_factory=list)
+
+    def __call__(self, model: ir.Model) -> None:
+        order = {n.name: i for i, n in enumerate(model.graph)}
+        before = {n.name: n for n in self.original.graph}
+        after = {n.name: n for n in model.graph}
+        taps = OriginalTaps(self.original, [c.activation for c in self.consumers])
+        for c in sorted(self.consumers, key=lambda c: order.get(c.node, -1)):
+            node, old = after.get(c.node), before.get(c.node)
+            if node is None or old is None:
+                continue
+            w0 = const_array(old.inputs[c.weight])
+            w = as_matrix(w0, c.out_axis, c.in_axis)
+            b = bias_of(old, w.shape[0])
+            m = collect_cross(model, self.original, c, np.concatenate([w, b[:, None]], axis=1), self.calib.batches(), taps)
+            new_w, new_b, info = (None, None, None) if not np.isfinite(m.pp).all() or not np.isfinite(m.po).all() \
+                else refit_cross(w, b, c.kept_columns(), m)
+            if new_w is None or not (np.isfinite(new_w).all() and np.isfinite(new_b).all()):
+                self.records.append(not_refit(c.node, c.op))  # the plain cut stays
+                continue
+            added = write_refit(model.graph, node, c, w0, new_w, new_b, self.out_keep.get(c.node))
+            self.records.append({"node": c.node, "op": c.op, **info, "params_added": added})
 
 
 @dataclass
 class Recovery:
-    channels: RecoveryPass | None
+    channels: RecoveryPass | Sequential | None
     blocks: BlockFoldPass | None
     skipped: list[dict] = field(default_factory=list)
     samples: int = 0  # calibration samples the statistics came from
@@ -73,8 +121,13 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
         fold_keep = _out_keep(ws, removed, [(f.into, f.weight, f.out_axis) for f in folds])
         for f in folds:
             f.keep = fold_keep.get(f.into)
-    moments, fold_moments = collect_moments(ws.model, targets, calib.batches(), gram=mode != "bias", folds=folds)
-    channels = RecoveryPass(targets, moments, ws.original, out_keep) if targets else None
+    sequential = mode == "sequential"
+    moments, fold_moments = collect_moments(ws.model, [] if sequential else targets, calib.batches(),
+                                            gram=mode != "bias", folds=folds)
+    if sequential:
+        channels = Sequential(targets, ws.original, calib, out_keep) if targets else None
+    else:
+        channels = RecoveryPass(targets, moments, ws.original, out_keep) if targets else None
     blocks = BlockFoldPass(folds, fold_moments) if folds else None
     return Recovery(channels, blocks, skipped, calib.n, calib.source == "synthesized inputs"), None
 

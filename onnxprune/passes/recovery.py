@@ -131,6 +131,52 @@ class Moments:
     squares: np.ndarray | None = None
 
 
+@dataclass
+class CrossMoments:
+    """Sums for sequential recovery over rows z = [x, 1] of a layer's unfolded input in
+    the pruned model (p: kept columns only) and in the original (o), and the original
+    layer's output y = W x_o + b: count, Σ z_p z_pᵀ, Σ z_p z_oᵀ, Σ y, Σ ‖y‖²."""
+
+    n: int
+    pp: np.ndarray
+    po: np.ndarray
+    y: np.ndarray
+    yy: float
+
+    def add(self, other: CrossMoments) -> CrossMoments:
+        return CrossMoments(self.n + other.n, self.pp + other.pp, self.po + other.po, self.y + other.y,
+                            self.yy + other.yy)
+
+
+def refit_cross(w: np.ndarray, b: np.ndarray, keep_cols: np.ndarray, m: CrossMoments) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Like `refit`, but to the original layer's output on the original's input, from the
+    pruned model's own input (earlier layers pruned and refit): W', b' = argmin
+    E‖W' x_p + b' − (W x_o + b)‖² + λ‖W' − W_K‖² (SparseGPT / SlimGPT's order)."""
+    n = max(m.n, 1)
+    pp, po = m.pp / n, m.po / n
+    target = np.concatenate([w, b[:, None]], axis=1)  # [out, cols + 1]
+    prior = np.concatenate([w[:, keep_cols], b[:, None]], axis=1)  # the plain cut
+    kept = int(keep_cols.sum())
+    damp = DAMPING * float(np.mean(np.diag(pp)[:kept])) if kept else 0.0
+    a = pp.copy()
+    a[np.arange(kept), np.arange(kept)] += damp
+    cross = po @ target.T  # E[z_p yᵀ]
+    rhs = cross + damp * np.append(np.ones(kept), 0.0)[:, None] * prior.T
+    try:
+        theta = np.linalg.solve(a, rhs).T
+    except np.linalg.LinAlgError:
+        theta = np.linalg.lstsq(a, rhs, rcond=None)[0].T
+    mean_y = m.y / n
+    variance = (m.yy / n - float(mean_y @ mean_y)) or 1.0
+
+    def error(t: np.ndarray) -> float:  # E‖t z_p − y‖² / Var(y)
+        value = np.sum((t @ pp) * t) - 2 * np.sum(t.T * cross) + m.yy / n
+        return max(float(value), 0.0) / variance
+
+    return theta[:, :-1], theta[:, -1], {"refit": "least squares, sequential", "error_before": round(error(prior), 6),
+                                         "error_after": round(error(theta), 6)}
+
+
 def as_matrix(w: np.ndarray, out_axis: int, in_axis: int) -> np.ndarray:
     """A weight as [out, in·kernel] (the unfolded input's column order)."""
     rest = [a for a in range(w.ndim) if a not in (out_axis, in_axis)]
@@ -206,7 +252,7 @@ class RecoveryPass(ir.passes.InPlacePass):
                 continue
             w0 = const_array(old.inputs[c.weight])
             w = as_matrix(w0, c.out_axis, c.in_axis)
-            b = _bias(old, w.shape[0])
+            b = bias_of(old, w.shape[0])
             m = self.moments[c.node]
             if not (np.isfinite(m.total).all() and (m.gram is None or np.isfinite(m.gram).all())):
                 self.records.append(not_refit(c.node, c.op))
@@ -215,19 +261,26 @@ class RecoveryPass(ir.passes.InPlacePass):
             if not (np.isfinite(new_w).all() and np.isfinite(new_b).all()):
                 self.records.append(not_refit(c.node, c.op))  # the plain cut stays
                 continue
-            rows = self.out_keep.get(c.node)
-            if rows is not None:
-                new_w, new_b = new_w[rows], new_b[rows]
-            shape = list(w0.shape)
-            shape[c.out_axis] = new_w.shape[0]
-            set_const_input(model.graph, node, c.weight,
-                            from_matrix(new_w, tuple(shape), c.out_axis, c.in_axis).astype(w0.dtype))
-            added = set_bias(model.graph, node, new_b.astype(w0.dtype))
-            self.records.append({"node": c.node, "op": c.op, **info, "params_added": len(new_b) if added else 0})
+            added = write_refit(model.graph, node, c, w0, new_w, new_b, self.out_keep.get(c.node))
+            self.records.append({"node": c.node, "op": c.op, **info, "params_added": added})
         return ir.passes.PassResult(model, modified=bool(self.records))
 
 
-def _bias(node: ir.Node, rows: int) -> np.ndarray:
+def write_refit(graph: ir.Graph, node: ir.Node, c: Consumer, w0: np.ndarray, new_w: np.ndarray, new_b: np.ndarray,
+                rows: np.ndarray | None) -> int:
+    """Write a refit [out, kept columns] weight and bias into `node` of the pruned graph
+    (`w0`: the original weight; `rows`: the output rows the pruned layer keeps, or
+    None); the parameters added (a new bias)."""
+    if rows is not None:
+        new_w, new_b = new_w[rows], new_b[rows]
+    shape = list(w0.shape)
+    shape[c.out_axis] = new_w.shape[0]
+    set_const_input(graph, node, c.weight, from_matrix(new_w, tuple(shape), c.out_axis, c.in_axis).astype(w0.dtype))
+    return len(new_b) if set_bias(graph, node, new_b.astype(w0.dtype)) else 0
+
+
+def bias_of(node: ir.Node, rows: int) -> np.ndarray:
+    """A Conv or Gemm node's bias as float64 [rows] (zeros without one, and for MatMul)."""
     value = node.inputs[2] if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 else None
     if value is None:
         return np.zeros(rows)

@@ -4,10 +4,11 @@ data with the values recovery needs as extra outputs:
   way its layer reads it (a Conv's input into kh·kw patches, padding included; a dense
   layer's rows) and summed into `Moments` (count, Σx, Σxxᵀ in float64);
 - around each run of dropped blocks (passes/block_recovery.py): the branch output and
-  shortcut of the block before it and the run's last output, summed into `FoldMoments`.
+  shortcut of the block before it and the run's last output, summed into `FoldMoments`;
+- for sequential recovery, one layer at a time: its input in the pruned model (as
+  refit so far) against its input in the original, summed into `CrossMoments`.
 
-What this does not do: keep the activations (only their sums), or run the pruned model
-(the statistics are the original's).
+What this does not do: keep the activations (only their sums).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import onnx_ir as ir
 
 from onnxprune.passes.block_recovery import Fold, FoldMoments
 from onnxprune.passes.block_recovery import accumulate as accumulate_fold
-from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, Moments
+from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, CrossMoments, Moments
 from onnxprune.runtime.session import ort_session
 
 
@@ -117,3 +118,60 @@ def _pads(node: ir.Node, size, kernel, strides, dilations) -> list[int]:
             end.append(small if auto == "SAME_LOWER" else large)
         return begin + end
     return list(node.attributes.get_ints("pads", [0] * (2 * len(kernel))))
+
+
+def collect_cross(pruned: ir.Model, original: ir.Model, consumer: Consumer, target: np.ndarray,
+                  batches: Iterable[Mapping[str, np.ndarray]], taps: OriginalTaps) -> CrossMoments:
+    """Sums for refitting `consumer` of `pruned` to the output the original layer
+    (`target` = [W, b] as [out, columns + 1]) gives on the same samples: with z = [x, 1]
+    the layer's unfolded input in each model, Σ z_p z_pᵀ and Σ z_p z_oᵀ, and Σ y, Σ‖y‖²
+    of y = target · z_o (float64). The original's input comes from `taps`."""
+    orig_node = next(n for n in original.graph if n.name == consumer.node)
+    node = next(n for n in pruned.graph if n.name == consumer.node)
+    j = next(i for i, v in enumerate(orig_node.inputs) if v is not None and v.name == consumer.activation)
+    session = _tapped_session(pruned, [node.inputs[j].name])
+    wanted = {i.name for i in session.get_inputs()}
+    sums = None
+    for k, feeds in enumerate(batches):
+        a_p = session.run(None, {name: v for name, v in feeds.items() if name in wanted})[0]
+        zo = _with_ones(unfold(orig_node, taps.get(k, feeds, consumer.activation), consumer))
+        zp = _with_ones(unfold(node, a_p, consumer))
+        y = zo @ target.T
+        part = CrossMoments(len(zo), zp.T @ zp, zp.T @ zo, y.sum(axis=0), float(np.sum(y * y)))
+        sums = part if sums is None else sums.add(part)
+    return sums
+
+
+class OriginalTaps:
+    """The original model's activations at the refit layers' inputs, batch by batch: run
+    once and kept while they fit in `budget` bytes, else recomputed for each layer."""
+
+    def __init__(self, original: ir.Model, names: list[str], budget: int = 1 << 30):
+        self.original, self.names, self.budget = original, sorted(set(names)), budget
+        self.session = _tapped_session(original, self.names)
+        self.wanted = {i.name for i in self.session.get_inputs()}
+        self.kept: dict[int, dict[str, np.ndarray]] = {}
+        self.used = 0
+
+    def get(self, k: int, feeds: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+        if k in self.kept:
+            return self.kept[k][name]
+        arrays = dict(zip(self.names, self.session.run(self.names, {n: v for n, v in feeds.items() if n in self.wanted})))
+        size = sum(a.nbytes for a in arrays.values())
+        if self.used + size <= self.budget:
+            self.kept[k] = arrays
+            self.used += size
+        return arrays[name]
+
+
+def _with_ones(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([rows.astype(np.float64), np.ones((len(rows), 1))], axis=1)
+
+
+def _tapped_session(model: ir.Model, names: list[str]):
+    tapped = model.clone()
+    values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
+    values.update({v.name: v for v in tapped.graph.inputs})
+    tapped.graph.outputs.clear()
+    tapped.graph.outputs.extend(values[n] for n in names)
+    return ort_session(tapped)

@@ -91,3 +91,24 @@ def test_data_free_recovery_beats_the_plain_cut(setting):
     free = prune(RESNET56, plan=plan, recover="synthetic")
     assert free.report["recovery"]["data"] == "synthesized" and free.report["verification"]["ok"]
     assert accuracy(free.model, *data) > max(0.9, plain + 0.3), plain
+
+
+def test_sequential_recovery_refits_from_the_pruned_inputs(setting, tmp_path, capfd):
+    """recover="sequential" fits each layer from the pruned model's own input (earlier
+    layers already refit), so errors do not pile up: at -52.7 % MACs it keeps more of
+    the task than the one-pass fit, and every layer's reported error falls."""
+    an, data = setting
+    calib = load_calibration(CALIB, load_model(RESNET56), samples=64)
+    scores, _ = class_scores(an, "l1")
+    plan = PruningPlan.from_removed(an, select_removed(an, scores, 0.4))
+    one_pass = prune(RESNET56, plan=plan, calibration=calib, verify=False)
+    sequential = prune(RESNET56, plan=plan, calibration=calib, recover="sequential")
+    layers = sequential.report["recovery"]["layers"]
+    assert sequential.report["recovery"]["ran"] == "least squares, sequential"
+    assert len(layers) == 56 and all(r["error_after"] < r["error_before"] for r in layers)
+    assert sequential.report["verification"]["ok"]
+    assert accuracy(sequential.model, *data) > accuracy(one_pass.model, *data) + 0.005
+    before = set(tmp_path.iterdir())
+    assert main(["prune", RESNET56, "-o", str(tmp_path / "q.onnx"), "--recover", "sequential"]) == 2
+    assert "--recover sequential refits from calibration data: pass --calib DATA" in capfd.readouterr().err
+    assert set(tmp_path.iterdir()) == before
