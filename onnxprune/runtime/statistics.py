@@ -132,12 +132,13 @@ def collect_cross(pruned: ir.Model, original: ir.Model, consumer: Consumer, targ
     session = _tapped_session(pruned, [node.inputs[j].name])
     wanted = {i.name for i in session.get_inputs()}
     sums = None
+    w, b = target[:, :-1].astype(GRAM_DTYPE), target[:, -1]
     for k, feeds in enumerate(batches):
         a_p = session.run(None, {name: v for name, v in feeds.items() if name in wanted})[0]
-        zo = _with_ones(unfold(orig_node, taps.get(k, feeds, consumer.activation), consumer))
-        zp = _with_ones(unfold(node, a_p, consumer))
-        y = zo @ target.T
-        part = CrossMoments(len(zo), zp.T @ zp, zp.T @ zo, y.sum(axis=0), float(np.sum(y * y)))
+        xo = unfold(orig_node, taps.get(k, feeds, consumer.activation), consumer).astype(GRAM_DTYPE, copy=False)
+        xp = unfold(node, a_p, consumer).astype(GRAM_DTYPE, copy=False)
+        y = (xo @ w.T).astype(np.float64) + b
+        part = CrossMoments(len(xo), _with_ones(xp, xp), _with_ones(xp, xo), y.sum(axis=0), float(np.sum(y * y)))
         sums = part if sums is None else sums.add(part)
     return sums
 
@@ -164,8 +165,19 @@ class OriginalTaps:
         return arrays[name]
 
 
-def _with_ones(rows: np.ndarray) -> np.ndarray:
-    return np.concatenate([rows.astype(np.float64), np.ones((len(rows), 1))], axis=1)
+def _with_ones(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ [a, 1][b, 1]ᵀ in float64 over the rows of `a` and `b` (float32 GEMM on rows
+    centred by their means, as in `_accumulate`)."""
+    sa, sb = a.sum(axis=0, dtype=np.float64), b.sum(axis=0, dtype=np.float64)
+    n = len(a)
+    ca, cb = (sa / max(n, 1)).astype(GRAM_DTYPE), (sb / max(n, 1)).astype(GRAM_DTYPE)
+    ra, rb = sa - n * ca.astype(np.float64), sb - n * cb.astype(np.float64)  # Σ(x - shift), not exactly 0
+    ca64, cb64 = ca.astype(np.float64), cb.astype(np.float64)
+    out = np.empty((a.shape[1] + 1, b.shape[1] + 1))
+    out[:-1, :-1] = ((a - ca).T @ (b - cb)).astype(np.float64) + np.outer(ca64, rb) + np.outer(ra, cb64) \
+        + n * np.outer(ca64, cb64)
+    out[:-1, -1], out[-1, :-1], out[-1, -1] = sa, sb, n
+    return out
 
 
 def _tapped_session(model: ir.Model, names: list[str]):
