@@ -55,8 +55,9 @@ def prune(
     read removed channels (`recover`: "auto"/"ls" least squares, "bias", "none"; see
     passes/recovery.py); "synthetic" refits by least squares on synthesized inputs
     without calibration data (data-free; the CLI's default without --calib, while the
-    library's "auto" without calibration keeps the plain cut). The report's "recovery"
-    says what ran."""
+    library's "auto" without calibration keeps the plain cut); "sequential" refits the
+    layers one at a time from the pruned model's own inputs (slower, more accurate at
+    high ratios). The report's "recovery" says what ran."""
     if recover not in MODES:
         raise ValueError(f"recover must be one of {', '.join(MODES)}, got {recover!r}")
     options = Options(
