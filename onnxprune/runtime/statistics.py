@@ -65,11 +65,8 @@ def _accumulate(sums: dict[str, Moments], name: str, rows: np.ndarray, with_gram
     total = rows.sum(axis=0, dtype=np.float64)
     gram = None
     if with_gram and rows.shape[1] <= MAX_COLUMNS:
-        shift = (total / max(len(rows), 1)).astype(GRAM_DTYPE)
-        centred = rows - shift
-        rest = total - len(rows) * shift.astype(np.float64)  # Σ(x - shift), not exactly 0 after rounding
-        c = shift.astype(np.float64)
-        gram = (centred.T @ centred).astype(np.float64) + np.outer(c, rest) + np.outer(rest, c) + len(rows) * np.outer(c, c)
+        with np.errstate(invalid="ignore", over="ignore"):  # overflowing activations: RecoveryPass skips the layer
+            gram = _gram(rows, rows, total, total)
     old = sums.get(name)
     if old is None:
         sums[name] = Moments(len(rows), total, gram, squares)
@@ -80,6 +77,16 @@ def _accumulate(sums: dict[str, Moments], name: str, rows: np.ndarray, with_gram
         if old.gram is not None:
             old.gram += gram
 
+
+def _gram(a: np.ndarray, b: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """Σ a bᵀ over rows in float64 (`sa`, `sb`: the column sums, float64) from a float32
+    GEMM on rows centred by their means, the offsets added back in float64."""
+    n = len(a)
+    ca, cb = (sa / max(n, 1)).astype(GRAM_DTYPE), (sb / max(n, 1)).astype(GRAM_DTYPE)
+    ra, rb = sa - n * ca.astype(np.float64), sb - n * cb.astype(np.float64)  # Σ(x - shift), not exactly 0
+    ca64, cb64 = ca.astype(np.float64), cb.astype(np.float64)
+    return ((a - ca).T @ (b - cb)).astype(np.float64) + np.outer(ca64, rb) + np.outer(ra, cb64) \
+        + n * np.outer(ca64, cb64)
 
 def unfold(node: ir.Node, x: np.ndarray, consumer: Consumer) -> np.ndarray:
     """The rows a layer multiplies by its weight: [positions, channels · kernel]."""
@@ -166,19 +173,13 @@ class OriginalTaps:
 
 
 def _with_ones(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Σ [a, 1][b, 1]ᵀ in float64 over the rows of `a` and `b` (float32 GEMM on rows
-    centred by their means, as in `_accumulate`)."""
+    """Σ [a, 1][b, 1]ᵀ in float64 over the rows of `a` and `b` (see `_gram`)."""
     sa, sb = a.sum(axis=0, dtype=np.float64), b.sum(axis=0, dtype=np.float64)
-    n = len(a)
-    ca, cb = (sa / max(n, 1)).astype(GRAM_DTYPE), (sb / max(n, 1)).astype(GRAM_DTYPE)
-    ra, rb = sa - n * ca.astype(np.float64), sb - n * cb.astype(np.float64)  # Σ(x - shift), not exactly 0
-    ca64, cb64 = ca.astype(np.float64), cb.astype(np.float64)
     out = np.empty((a.shape[1] + 1, b.shape[1] + 1))
-    out[:-1, :-1] = ((a - ca).T @ (b - cb)).astype(np.float64) + np.outer(ca64, rb) + np.outer(ra, cb64) \
-        + n * np.outer(ca64, cb64)
-    out[:-1, -1], out[-1, :-1], out[-1, -1] = sa, sb, n
+    with np.errstate(invalid="ignore", over="ignore"):  # overflowing activations: the layer is skipped
+        out[:-1, :-1] = _gram(a, b, sa, sb)
+    out[:-1, -1], out[-1, :-1], out[-1, -1] = sa, sb, len(a)
     return out
-
 
 def _tapped_session(model: ir.Model, names: list[str]):
     tapped = model.clone()
