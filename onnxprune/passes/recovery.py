@@ -11,6 +11,9 @@ into kh·kw patches, padding included), W its weight as [out, columns] and b its
   absorbs the removed channels' mean contribution, which is also FLAP's compensation.
 - **bias** (FLAP): b' = b + W_removed · E[x_removed], the kept weights unchanged; used
   when the input is too wide for its second moment (`MAX_COLUMNS`).
+- **sequential** (`refit_cross`, driven by compiler/recover.py): the same least squares
+  from the pruned model's own input x_p (earlier layers already refit) to the original
+  output, W x_o + b, from the cross moments E[z_p z_pᵀ], E[z_p z_oᵀ].
 
 `linear_consumers` says which layers to refit (from the analysis: where a removed class
 is consumed, and the op record's weight layout); `runtime/statistics.py` gathers the
