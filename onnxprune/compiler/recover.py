@@ -68,7 +68,7 @@ class Sequential:
             w0 = const_array(old.inputs[c.weight])
             w = as_matrix(w0, c.out_axis, c.in_axis)
             b = bias_of(old, w.shape[0])
-            m = collect_cross(model, self.original, c, np.concatenate([w, b[:, None]], axis=1), self.calib.batches(), taps)
+            m = collect_cross(model, node, old, c, np.concatenate([w, b[:, None]], axis=1), self.calib.batches(), taps)
             new_w, new_b, info = (None, None, None) if not np.isfinite(m.pp).all() or not np.isfinite(m.po).all() \
                 else refit_cross(w, b, c.kept_columns(), m)
             if new_w is None or not (np.isfinite(new_w).all() and np.isfinite(new_b).all()):

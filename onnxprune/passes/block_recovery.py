@@ -227,22 +227,18 @@ def apply_fold(graph: ir.Graph, fold: Fold, theta: np.ndarray, c: np.ndarray) ->
     new_w = theta.T @ w
     set_const_input(graph, layer, fold.weight,
                     from_matrix(new_w, tuple(w0.shape), fold.out_axis, fold.in_axis).astype(w0.dtype))
-    if fold.bias_add is not None:
-        add = nodes[fold.bias_add]
-        i = next(j for j, v in enumerate(add.inputs) if is_const(v))
-        b0 = const_array(add.inputs[i])
-        b = np.broadcast_to(b0.astype(np.float64).reshape(-1), (theta.shape[0],))
-        set_const_input(graph, add, i, (b @ theta + c).reshape(b0.shape[:-1] + (-1,)).astype(b0.dtype))
-        return 0
-    has_bias = layer.op_type in ("Conv", "Gemm") and len(layer.inputs) > 2 and layer.inputs[2] is not None
-    if has_bias:
-        b0 = const_array(layer.inputs[2])
-        b = np.broadcast_to(b0.astype(np.float64).reshape(-1), (theta.shape[0],))
-        new_b = b @ theta + c
-        set_const_input(graph, layer, 2, (new_b.reshape(b0.shape) if b0.size == new_b.size else new_b).astype(b0.dtype))
-        return 0
-    set_bias(graph, layer, c.astype(w0.dtype))
-    return len(c)
+    if fold.bias_add is not None:  # a MatMul's bias, in the Add after it
+        holder = nodes[fold.bias_add]
+        i = next(j for j, v in enumerate(holder.inputs) if is_const(v))
+    elif layer.op_type in ("Conv", "Gemm") and len(layer.inputs) > 2 and layer.inputs[2] is not None:
+        holder, i = layer, 2
+    else:
+        set_bias(graph, layer, c.astype(w0.dtype))
+        return len(c)
+    b0 = const_array(holder.inputs[i])
+    b = np.broadcast_to(b0.astype(np.float64).reshape(-1), (theta.shape[0],))
+    set_const_input(graph, holder, i, (b @ theta + c).reshape(b0.shape[:-1] + (-1,)).astype(b0.dtype))
+    return 0
 
 
 class BlockFoldPass(ir.passes.InPlacePass):

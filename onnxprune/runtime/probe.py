@@ -41,7 +41,7 @@ from onnxprune.passes.probe_graph import (
     MASK_MUL_PREFIX,
     ProbeGraphPass,
 )
-from onnxprune.runtime.session import default_providers, ort_session
+from onnxprune.runtime.session import default_providers, ort_session, tapped_session
 
 
 @dataclass(frozen=True)
@@ -165,14 +165,11 @@ class ProbeModel:
     def activation_scores(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[int, float]:
         """Mean |activation| of every class where its group is consumed (the masked
         inputs of the probe), over `batches` of calibration data: a data-driven criterion."""
-        session_model = load_model(ir.serde.serialize_model(self.model))
-        values = {v.name: v for n in session_model.graph for v in n.outputs if v is not None}
-        muls = [n for n in self.model.graph if n.name.startswith(MASK_MUL_PREFIX) and n.inputs[0].name in values]
+        made = {v.name for n in self.model.graph for v in n.outputs if v is not None}
+        muls = [n for n in self.model.graph if n.name.startswith(MASK_MUL_PREFIX) and n.inputs[0].name in made]
         if not muls:
             return {}
-        session_model.graph.outputs.clear()
-        session_model.graph.outputs.extend(values[n.inputs[0].name] for n in muls)
-        session = ort_session(session_model)
+        session = tapped_session(self.model, [n.inputs[0].name for n in muls])
         sums: list[np.ndarray] = []
         for count, feeds in enumerate(batches, start=1):
             full = self.feeds_for(feeds, [Candidate()])

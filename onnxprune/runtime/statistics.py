@@ -21,7 +21,7 @@ import onnx_ir as ir
 from onnxprune.passes.block_recovery import Fold, FoldMoments
 from onnxprune.passes.block_recovery import accumulate as accumulate_fold
 from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, CrossMoments, Moments
-from onnxprune.runtime.session import ort_session
+from onnxprune.runtime.session import run_tapped, tapped_session
 
 
 def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterable[Mapping[str, np.ndarray]],
@@ -31,19 +31,13 @@ def collect_moments(model: ir.Model, consumers: list[Consumer], batches: Iterabl
     sums each fold needs, by the first Add of its run."""
     if not consumers and not folds:
         return {}, {}
-    tapped = model.clone()
-    values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
-    values.update({v.name: v for v in tapped.graph.inputs})
     names = sorted({c.activation for c in consumers} | {v for f in folds for v in (f.branch, f.shortcut, f.target)})
-    tapped.graph.outputs.clear()
-    tapped.graph.outputs.extend(values[n] for n in names)
-    session = ort_session(tapped)  # external data stays where the model was loaded from
+    session = tapped_session(model, names)
     nodes = {n.name: n for n in model.graph}
     sums: dict[str, Moments] = {}
     fold_sums: dict[str, FoldMoments] = {}
-    wanted = {i.name for i in session.get_inputs()}
     for feeds in batches:
-        arrays = dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+        arrays = dict(zip(names, run_tapped(session, feeds)))
         for c in consumers:
             rows = unfold(nodes[c.node], arrays[c.activation], c)
             _accumulate(sums, c.node, rows, gram)
@@ -88,6 +82,7 @@ def _gram(a: np.ndarray, b: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> np.nd
     return ((a - ca).T @ (b - cb)).astype(np.float64) + np.outer(ca64, rb) + np.outer(ra, cb64) \
         + n * np.outer(ca64, cb64)
 
+
 def unfold(node: ir.Node, x: np.ndarray, consumer: Consumer) -> np.ndarray:
     """The rows a layer multiplies by its weight: [positions, channels · kernel]."""
     if consumer.op != "Conv":
@@ -127,21 +122,19 @@ def _pads(node: ir.Node, size, kernel, strides, dilations) -> list[int]:
     return list(node.attributes.get_ints("pads", [0] * (2 * len(kernel))))
 
 
-def collect_cross(pruned: ir.Model, original: ir.Model, consumer: Consumer, target: np.ndarray,
+def collect_cross(pruned: ir.Model, node: ir.Node, orig_node: ir.Node, consumer: Consumer, target: np.ndarray,
                   batches: Iterable[Mapping[str, np.ndarray]], taps: OriginalTaps) -> CrossMoments:
-    """Sums for refitting `consumer` of `pruned` to the output the original layer
-    (`target` = [W, b] as [out, columns + 1]) gives on the same samples: with z = [x, 1]
-    the layer's unfolded input in each model, Σ z_p z_pᵀ and Σ z_p z_oᵀ, and Σ y, Σ‖y‖²
-    of y = target · z_o (float64). The original's input comes from `taps`."""
-    orig_node = next(n for n in original.graph if n.name == consumer.node)
-    node = next(n for n in pruned.graph if n.name == consumer.node)
+    """Sums for refitting `consumer` (`node` of `pruned`, `orig_node` of the original) to
+    the output the original layer (`target` = [W, b] as [out, columns + 1]) gives on the
+    same samples: with z = [x, 1] the layer's unfolded input in each model, Σ z_p z_pᵀ and
+    Σ z_p z_oᵀ, and Σ y, Σ‖y‖² of y = target · z_o (float64). The original's input comes
+    from `taps`."""
     j = next(i for i, v in enumerate(orig_node.inputs) if v is not None and v.name == consumer.activation)
-    session = _tapped_session(pruned, [node.inputs[j].name])
-    wanted = {i.name for i in session.get_inputs()}
+    session = tapped_session(pruned, [node.inputs[j].name])
     sums = None
     w, b = target[:, :-1].astype(GRAM_DTYPE), target[:, -1]
     for k, feeds in enumerate(batches):
-        a_p = session.run(None, {name: v for name, v in feeds.items() if name in wanted})[0]
+        a_p = run_tapped(session, feeds)[0]
         xo = unfold(orig_node, taps.get(k, feeds, consumer.activation), consumer).astype(GRAM_DTYPE, copy=False)
         xp = unfold(node, a_p, consumer).astype(GRAM_DTYPE, copy=False)
         y = (xo @ w.T).astype(np.float64) + b
@@ -155,16 +148,15 @@ class OriginalTaps:
     once and kept while they fit in `budget` bytes, else recomputed for each layer."""
 
     def __init__(self, original: ir.Model, names: list[str], budget: int = 1 << 30):
-        self.original, self.names, self.budget = original, sorted(set(names)), budget
-        self.session = _tapped_session(original, self.names)
-        self.wanted = {i.name for i in self.session.get_inputs()}
+        self.names, self.budget = sorted(set(names)), budget
+        self.session = tapped_session(original, self.names)
         self.kept: dict[int, dict[str, np.ndarray]] = {}
         self.used = 0
 
     def get(self, k: int, feeds: Mapping[str, np.ndarray], name: str) -> np.ndarray:
         if k in self.kept:
             return self.kept[k][name]
-        arrays = dict(zip(self.names, self.session.run(self.names, {n: v for n, v in feeds.items() if n in self.wanted})))
+        arrays = dict(zip(self.names, run_tapped(self.session, feeds)))
         size = sum(a.nbytes for a in arrays.values())
         if self.used + size <= self.budget:
             self.kept[k] = arrays
@@ -180,11 +172,3 @@ def _with_ones(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out[:-1, :-1] = _gram(a, b, sa, sb)
     out[:-1, -1], out[-1, :-1], out[-1, -1] = sa, sb, len(a)
     return out
-
-def _tapped_session(model: ir.Model, names: list[str]):
-    tapped = model.clone()
-    values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
-    values.update({v.name: v for v in tapped.graph.inputs})
-    tapped.graph.outputs.clear()
-    tapped.graph.outputs.extend(values[n] for n in names)
-    return ort_session(tapped)
