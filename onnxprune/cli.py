@@ -209,10 +209,18 @@ def _recovery_line(report: dict) -> str:
         return f"recovery: none: {why}"
     layers = rec["layers"]
     fitted = [r for r in layers if r["error_after"] is not None]
-    how = rec["ran"].replace("bias", "bias compensation").replace("block fold", "block compensation folded")
-    data = "synthesized inputs (data-free; --calib DATA refits on real data)" if rec["data"] == "synthesized" \
-        else "calibration samples"
-    line = f"recovery: {how} on {len(layers)} layers from {rec['calibration_samples']} {data}"
+    refit = [r for r in layers if r["refit"] is not None]
+    how = rec["ran"].replace("bias, batchnorm statistics", "bias").replace("bias", "bias compensation")
+    how = how.replace("block fold", "block compensation folded")
+    if rec["data"] == "batchnorm statistics":
+        source = "the model's BatchNorm running statistics (data-free; --calib DATA refits on real data)"
+    elif rec["data"] == "synthesized":
+        source = f"{rec['calibration_samples']} synthesized inputs (data-free; --calib DATA refits on real data)"
+    else:
+        source = f"{rec['calibration_samples']} calibration samples"
+    line = f"recovery: {how} on {len(refit)} layers from {source}"
+    if len(refit) < len(layers):
+        line += f"; {len(layers) - len(refit)} not refit (see the report)"
     if fitted:
         before = sum(r["error_before"] for r in fitted) / len(fitted)
         after = sum(r["error_after"] for r in fitted) / len(fitted)

@@ -93,10 +93,11 @@ def _prune_args(pr, shape_help: str) -> None:
     pr.add_argument("--report", metavar="JSON", help="write a JSON report (costs, groups, verification, plan)")
     pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan (its channels, then its blocks)")
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
-    pr.add_argument("--recover", choices=("auto", "ls", "bias", "synthetic", "sequential", "none"), default="auto",
+    pr.add_argument("--recover", choices=("auto", "ls", "bias", "synthetic", "batchnorm", "sequential", "none"), default="auto",
                     help="repair what was cut, without training: ls refits the layers that read removed channels "
                          "(and folds a compensation for dropped blocks) by least squares on --calib, bias only moves "
-                         "their means into the bias, synthetic refits on synthesized inputs (data-free), sequential "
+                         "their means into the bias, synthetic refits on synthesized inputs (data-free), batchnorm moves "
+                         "means read off the model's BatchNorm statistics into the bias (data-free), sequential "
                          "refits one layer at a time from the pruned model's own inputs (slower), none keeps "
                          "the plain cut (default auto: ls with --calib, synthetic without)")
     pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")

@@ -55,7 +55,9 @@ def prune(
     read removed channels (`recover`: "auto"/"ls" least squares, "bias", "none"; see
     passes/recovery.py); "synthetic" refits by least squares on synthesized inputs
     without calibration data (data-free; the CLI's default without --calib, while the
-    library's "auto" without calibration keeps the plain cut); "sequential" refits the
+    library's "auto" without calibration keeps the plain cut); "batchnorm" moves the
+    removed channels' means, read off the model's BatchNorm statistics, into the bias
+    (data-free, no run; passes/batchnorm_statistics.py); "sequential" refits the
     layers one at a time from the pruned model's own inputs (slower, more accurate at
     high ratios). The report's "recovery" says what ran."""
     if recover not in MODES:

@@ -11,7 +11,9 @@ that gathers its statistics (on the model before the rewrite), and applying it a
 
 The statistics come from the calibration data, or with recover="synthetic" (data-free,
 the CLI's default without --calib) from synthesized inputs (runtime/calibration.py
-`synthetic_calibration`).
+`synthetic_calibration`), or with recover="batchnorm" (data-free, no run at all) from the
+BatchNorm running statistics the model carries (passes/batchnorm_statistics.py: bias
+compensation of the layers whose input a BatchNorm, optionally through a Relu, makes).
 
 The report's "recovery" section says what was asked, what ran, why nothing ran, and
 each refit layer or fold with its relative output error before (the plain cut) and
@@ -26,6 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.compiler.workspace import Workspace
+from onnxprune.passes.batchnorm_statistics import batchnorm_moments
 from onnxprune.passes.block_recovery import BlockFoldPass, block_folds
 from onnxprune.passes.constants import const_array
 from onnxprune.passes.recovery import (
@@ -41,7 +44,7 @@ from onnxprune.passes.recovery import (
 from onnxprune.runtime.calibration import CalibrationData, synthetic_calibration
 from onnxprune.runtime.statistics import OriginalTaps, collect_cross, collect_moments
 
-MODES = ("auto", "ls", "bias", "synthetic", "sequential", "none")
+MODES = ("auto", "ls", "bias", "synthetic", "batchnorm", "sequential", "none")
 
 
 @dataclass
@@ -83,8 +86,8 @@ class Recovery:
     channels: RecoveryPass | Sequential | None
     blocks: BlockFoldPass | None
     skipped: list[dict] = field(default_factory=list)
-    samples: int = 0  # calibration samples the statistics came from
-    synthetic: bool = False  # synthesized inputs (data-free), not the user's data
+    samples: int | None = 0  # calibration samples the statistics came from (None: no data)
+    data: str = "calibration"  # or "synthesized" inputs, or "batchnorm statistics" (data-free)
 
     def apply(self, model: ir.Model) -> int:
         """Refit `model` (the pruned one) in place; the parameters added (new biases)."""
@@ -107,6 +110,8 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
         return None, "the strategy produced the model itself (fine-tuning hook, or it recovered every iteration)"
     if not removed and not dropped:
         return None, "nothing removed"
+    if mode == "batchnorm":
+        return _batchnorm_recovery(ws, removed, dropped)
     if mode == "synthetic":  # data-free: least squares on synthesized inputs
         calib = synthetic_calibration(ws.original, ws.shapes_in)
     if calib is None:
@@ -129,7 +134,24 @@ def plan_recovery(ws: Workspace, removed: set[int], dropped: list[int], produced
     else:
         channels = RecoveryPass(targets, moments, ws.original, out_keep) if targets else None
     blocks = BlockFoldPass(folds, fold_moments) if folds else None
-    return Recovery(channels, blocks, skipped, calib.n, calib.source == "synthesized inputs"), None
+    data = "synthesized" if calib.source == "synthesized inputs" else "calibration"
+    return Recovery(channels, blocks, skipped, calib.n, data), None
+
+
+def _batchnorm_recovery(ws: Workspace, removed: set[int], dropped: list[int]) -> tuple[Recovery | None, str | None]:
+    """Bias compensation from the BatchNorm statistics (no data, no run); dropped blocks
+    cannot be compensated without data."""
+    targets = linear_consumers(ws.analysis, removed) if removed else []
+    by_id = {b.id: b for b in ws.blocks}
+    skipped = [{"blocks": [by_id[b].add for b in dropped],
+                "why": "a dropped block's compensation is fitted on data (--calib DATA or --recover synthetic)"}] \
+        if dropped else []
+    if not targets:
+        return None, "no layer that reads a removed channel has a float Conv/Gemm/MatMul weight to refit"
+    moments, why = batchnorm_moments(ws.model, targets, ws.analysis.shapes)
+    out_keep = _out_keep(ws, removed, [(c.node, c.weight, c.out_axis) for c in targets])
+    channels = RecoveryPass(targets, moments, ws.original, out_keep, why_not=why, label="bias, batchnorm statistics")
+    return Recovery(channels, None, skipped, None, "batchnorm statistics"), None
 
 
 def _out_keep(ws: Workspace, removed: set[int], layers: list[tuple[str, int, int]]) -> dict:
@@ -160,7 +182,7 @@ def recovery_section(ws: Workspace, recovery: Recovery | None, not_recovered: st
         "ran": ", ".join(kinds) or None,
         "why_not": None if kinds else not_recovered or next((r["why"] for r in records if r.get("why")), None),
         "calibration_samples": samples,
-        "data": None if not records else "synthesized" if recovery is not None and recovery.synthetic else "calibration",
+        "data": None if not records else recovery.data if recovery is not None else "calibration",
         "layers": records,
         "blocks_not_compensated": skipped,
     }

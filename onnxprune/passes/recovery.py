@@ -241,9 +241,12 @@ class RecoveryPass(ir.passes.InPlacePass):
     be pruned too). `self.records` says what was done, per layer."""
 
     def __init__(self, consumers: list[Consumer], moments: dict[str, Moments], original: ir.Model,
-                 out_keep: dict[str, np.ndarray | None]):
+                 out_keep: dict[str, np.ndarray | None], *, why_not: dict[str, str] | None = None,
+                 label: str | None = None):
         super().__init__()
         self.consumers, self.moments, self.original, self.out_keep = consumers, moments, original, out_keep
+        self.why_not = dict(why_not or {})  # consumers without moments, and why (recorded, not refit)
+        self.label = label  # what the report calls the refit (default: refit's own name)
         self.records: list[dict] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -251,7 +254,11 @@ class RecoveryPass(ir.passes.InPlacePass):
         after = {n.name: n for n in model.graph}
         for c in self.consumers:
             node, old = after.get(c.node), before.get(c.node)
-            if node is None or old is None or c.node not in self.moments:
+            if node is None or old is None:
+                continue
+            if c.node not in self.moments:
+                if c.node in self.why_not:
+                    self.records.append({**not_refit(c.node, c.op), "why": self.why_not[c.node]})
                 continue
             w0 = const_array(old.inputs[c.weight])
             w = as_matrix(w0, c.out_axis, c.in_axis)
@@ -265,6 +272,8 @@ class RecoveryPass(ir.passes.InPlacePass):
                 self.records.append(not_refit(c.node, c.op))  # the plain cut stays
                 continue
             added = write_refit(model.graph, node, c, w0, new_w, new_b, self.out_keep.get(c.node))
+            if self.label:
+                info["refit"] = self.label
             self.records.append({"node": c.node, "op": c.op, **info, "params_added": added})
         return ir.passes.PassResult(model, modified=bool(self.records))
 

@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from onnxprune.passes.block_recovery import Fold, FoldMoments
 from onnxprune.passes.block_recovery import accumulate as accumulate_fold
+from onnxprune.passes.conv_geometry import conv_geometry, conv_pads
 from onnxprune.passes.recovery import MAX_COLUMNS, Consumer, CrossMoments, Moments
 from onnxprune.runtime.session import run_tapped, tapped_session
 
@@ -90,9 +91,8 @@ def unfold(node: ir.Node, x: np.ndarray, consumer: Consumer) -> np.ndarray:
     w_shape = node.inputs[1].const_value.shape if node.inputs[1].const_value is not None else None
     kernel = list(node.attributes.get_ints("kernel_shape", None) or (w_shape[2:] if w_shape else ()))
     spatial = len(kernel)
-    strides = list(node.attributes.get_ints("strides", [1] * spatial))
-    dilations = list(node.attributes.get_ints("dilations", [1] * spatial))
-    pads = _pads(node, x.shape[2:], kernel, strides, dilations)
+    strides, dilations = conv_geometry(node, kernel)
+    pads = conv_pads(node, x.shape[2:], kernel, strides, dilations)
     padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
     windows = np.lib.stride_tricks.sliding_window_view(
         padded, [(k - 1) * d + 1 for k, d in zip(kernel, dilations)], axis=tuple(range(2, 2 + spatial))
@@ -106,20 +106,6 @@ def unfold(node: ir.Node, x: np.ndarray, consumer: Consumer) -> np.ndarray:
     win_axes = tuple(range(2 + spatial, 2 + 2 * spatial))
     rows = np.transpose(windows, (0, *out_axes, 1, *win_axes))
     return rows.reshape(-1, c * int(np.prod(kernel)))
-
-
-def _pads(node: ir.Node, size, kernel, strides, dilations) -> list[int]:
-    auto = node.attributes.get_string("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for n, k, s, d in zip(size, kernel, strides, dilations):
-            out = -(-n // s)
-            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
-            small, large = total // 2, total - total // 2
-            begin.append(large if auto == "SAME_LOWER" else small)
-            end.append(small if auto == "SAME_LOWER" else large)
-        return begin + end
-    return list(node.attributes.get_ints("pads", [0] * (2 * len(kernel))))
 
 
 def collect_cross(pruned: ir.Model, node: ir.Node, orig_node: ir.Node, consumer: Consumer, target: np.ndarray,
