@@ -5,6 +5,7 @@ recovery, and Torch-Pruning 1.6.1's criteria on the same trained networks, in on
     python benchmarks/recovery_digits.py                 # both depths, everything
     python benchmarks/recovery_digits.py --depth 56 --quick
     python benchmarks/recovery_digits.py --no-torch      # skip Torch-Pruning
+    python benchmarks/recovery_digits.py --depth 56 --criteria kl --no-torch --no-search   # one row
 
 Ours: every group loses the same fraction r of its channels (uniform), rounded as
 Torch-Pruning rounds (it keeps int(size · (1 − r)): 4 of 32 go at r = 0.1, where
@@ -50,7 +51,7 @@ from onnxprune.runtime.evaluate import accuracy, load_labelled
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "models", "digits")
 RATIOS = (0.1, 0.2, 0.3, 0.4)
-CRITERIA = ("l1", "l2", "bn", "wanda", "fluctuation", "obs")
+CRITERIA = ("random", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl")
 TARGETS = (0.3, 0.5)
 
 
@@ -60,7 +61,7 @@ def ours(path: str, calib, test, ratios, criteria, seeds: int) -> list[dict]:
     rows = []
     ws = Workspace(path, Options(calibration=calib))
     an = ws.analysis
-    for criterion in ("random", *criteria):
+    for criterion in criteria:
         runs = range(seeds) if criterion == "random" else [None]
         scored = [_scores(ws, criterion, seed) for seed in runs]
         for ratio in ratios:
@@ -254,10 +255,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="ratios 0.1 and 0.3, l1 and wanda, target 0.5, 1 random seed")
     ap.add_argument("--no-torch", action="store_true", help="skip Torch-Pruning")
     ap.add_argument("--no-search", action="store_true", help="skip layers / everything")
+    ap.add_argument("--criteria", help=f"comma-separated subset of {','.join(CRITERIA)} (default all)")
     ap.add_argument("--json", help="write every row here")
     args = ap.parse_args()
     ratios = (0.1, 0.3) if args.quick else RATIOS
-    criteria = ("l1", "wanda") if args.quick else CRITERIA
+    criteria = ("random", "l1", "wanda") if args.quick else CRITERIA
+    if args.criteria:
+        criteria = tuple(c for c in args.criteria.split(",") if c)
+        unknown = [c for c in criteria if c not in CRITERIA]
+        if unknown:
+            ap.error(f"unknown criterion {unknown[0]!r}; choose from {', '.join(CRITERIA)}")
     targets = (0.5,) if args.quick else TARGETS
     seeds = 1 if args.quick else 3
     results = {}

@@ -121,7 +121,7 @@ def _strategy(args, calib):
 
     if args.criterion == "activation":
         raise UsageError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
-    if args.criterion in ("wanda", "fluctuation", "obs") and calib is None:
+    if args.criterion in ("wanda", "fluctuation", "obs", "kl") and calib is None:
         raise UsageError(f"--criterion {args.criterion} scores channels on calibration data: pass --calib DATA")
     kind_ratios = {k: getattr(args, k) for k in ("heads", "hidden", "channels") if getattr(args, k) is not None}
     return ChannelsStrategy(args.ratio, args.criterion, args.global_ranking, args.round_to, kind_ratios)
@@ -132,7 +132,7 @@ def _cka_strategy(args, calib):
     from onnxprune.compiler.layers import LayersStrategy
     from onnxprune.compiler.target import Target
 
-    if args.criterion in ("wanda", "fluctuation", "obs"):
+    if args.criterion in ("wanda", "fluctuation", "obs", "kl"):
         raise UsageError(f"--criterion {args.criterion} is for --method channels (everything scores by l1, l2, bn or activation)")
     if calib is None:
         raise UsageError(f"--method {args.method} needs calibration data: pass --calib DATA (.npy, .npz or an image folder)")

@@ -19,8 +19,9 @@ one) and summed over the layers that read the class. A group that no linear laye
 reads falls back to ``l1``; the report's per-group criterion says which was used.
 
 What this does not do: look at nonlinear consumers (a channel read only by an
-attention's softmax is scored by magnitude), or update the scores as channels go
-(one-shot, like the magnitude criteria).
+attention's softmax is scored by magnitude; ``kl`` excepted), update the scores as
+channels go (one-shot, like the magnitude criteria), or score a model whose outputs are
+not logits by anything more apt than their softmax (a regression or embedding output).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.compiler.importance import class_scores
+from onnxprune.compiler.progress import Progress
 from onnxprune.compiler.workspace import Workspace
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.constants import const_array
@@ -38,9 +40,11 @@ from onnxprune.passes.recovery import (
     as_matrix,
     linear_consumers,
 )
+from onnxprune.runtime.probe import Candidate, ProbeModel
 from onnxprune.runtime.statistics import collect_moments
 
-DATA_CRITERIA = ("wanda", "fluctuation", "obs")
+DATA_CRITERIA = ("wanda", "fluctuation", "obs", "kl")
+KL_STACK = 8  # candidates per probe run (each a copy of the calibration batch)
 
 
 def data_scores(ws: Workspace, criterion: str) -> tuple[dict[int, float], dict[int, str]]:
@@ -50,6 +54,8 @@ def data_scores(ws: Workspace, criterion: str) -> tuple[dict[int, float], dict[i
     calib = ws.options.calibration
     if calib is None:
         raise OnnxPruneError(f"criterion {criterion} needs calibration data: pass --calib DATA")
+    if criterion == "kl":
+        return kl_scores(ws)
     an = ws.analysis
     prunable = {c for g in an.groups for c in g.prunable}
     consumers = linear_consumers(an, prunable)
@@ -109,3 +115,50 @@ def _obs(w: np.ndarray, cov: np.ndarray, kernel: int) -> np.ndarray:
         block = np.linalg.pinv(inv[s, s], hermitian=True)
         out[k] = float(np.einsum("oi,ij,oj->", ws, block, ws, optimize=True))
     return out
+
+
+def kl_scores(ws: Workspace) -> tuple[dict[int, float], dict[int, str]]:
+    """KL of the output when each class alone is removed (see the module docstring)."""
+    an = ws.analysis
+    outputs = [v.name for v in an.model.graph.outputs if v.dtype is None or v.dtype.is_floating_point()]
+    if not outputs:
+        raise OnnxPruneError("criterion kl needs a floating-point output (logits) to compare")
+    probe = ProbeModel(an.model, taps=outputs, analysis=an)
+    candidates = [(g.id, c) for g in an.groups if g.id in probe.mask_index for c in g.prunable]
+    totals = np.zeros(len(candidates))
+    rows = 0
+    calib = ws.options.calibration
+    chunks = -(-len(candidates) // KL_STACK)
+    progress = Progress(chunks * -(-calib.n // (calib.fixed_batch or calib.batch_size)))
+    for feeds in calib.batches():
+        reference = [_log_softmax(a) for a in probe.run(feeds, [Candidate()])[0].values()]
+        rows += len(next(iter(feeds.values())))
+        for start in range(0, len(candidates), KL_STACK):
+            chunk = candidates[start:start + KL_STACK]
+            runs = probe.run(feeds, [Candidate(channels={gid: frozenset({c})}) for gid, c in chunk])
+            for i, result in enumerate(runs):
+                totals[start + i] += sum(_kl(ref, _log_softmax(a)) for ref, a in zip(reference, result.values()))
+            progress.update(progress.step + 1, f"kl: removing each of {len(candidates)} channels, {rows} samples")
+    progress.close()
+    scored = {c: float(t) / max(rows, 1) for (_, c), t in zip(candidates, totals)}
+    fallback, _ = class_scores(an, "l1")
+    scores: dict[int, float] = {}
+    used: dict[int, str] = {}
+    for g in an.groups:
+        masked = g.id in probe.mask_index
+        used[g.id] = "kl" if masked else "l1"
+        for c in g.classes:
+            scores[c] = scored.get(c, 0.0) if masked else fallback.get(c, 0.0)
+    return scores, used
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64).reshape(len(logits), -1, logits.shape[-1] if logits.ndim > 1 else 1)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _kl(log_p: np.ndarray, log_q: np.ndarray) -> float:
+    """Σ over samples of KL(p ‖ q), averaged over each sample's positions."""
+    per_row = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1)  # [samples, positions]
+    return float(np.maximum(per_row, 0.0).mean(axis=1).sum())

@@ -12,8 +12,10 @@ class Progress:
     def __init__(self, total: int | None, enabled: bool | None = None):
         self.total = total
         self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.step = 0  # the last step shown
 
     def update(self, step: int, text: str) -> None:
+        self.step = step
         if self.tty:
             width = 24
             done = width if not self.total else min(width, round(width * step / self.total))

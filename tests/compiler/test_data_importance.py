@@ -22,6 +22,7 @@ from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.errors import OnnxPruneError
 from onnxprune.runtime.calibration import CalibrationData, load_calibration
 from onnxprune.runtime.evaluate import accuracy, load_labelled
+from onnxprune.runtime.session import ort_session
 
 DENSE = """
 g (float[N,{width}] x) => (float[N,3] y) {{
@@ -107,3 +108,37 @@ def test_data_choice_beats_random_channels_on_a_trained_network(criterion):
     rng = np.random.default_rng(1)
     random = [acc(dict(zip(base, rng.random(len(base)).tolist()))) for _ in range(4)]
     assert acc(scores) > np.mean(random)
+
+
+def test_kl_finds_the_unit_the_softmax_cannot_see():
+    """Unit 2 varies most and is read by the largest weights, but it adds the same amount
+    to every logit: the softmax, hence the output distribution, never changes without it."""
+    w1, b1, w2 = _weights()
+    w1[:, 2] *= 5
+    w2[2] = 10.0
+    assert _weakest(w1, b1, w2, "kl") == 2
+    assert _weakest(w1, b1, w2, "fluctuation") != 2
+
+
+def test_kl_of_a_unit_is_what_removing_it_does():
+    """The probe's mask computes what slicing the unit away computes: each unit's score is
+    the mean KL of the physically pruned model's softmax from the original's."""
+    w1, b1, w2 = _weights()
+    proto = build(DENSE.format(width=len(w1)),
+                  {"w1": w1.astype(np.float32), "b1": b1.astype(np.float32), "w2": w2.astype(np.float32)})
+    x = np.random.default_rng(5).standard_normal((100, len(w1))).astype(np.float32)
+    calib = CalibrationData({"x": x}, batch_size=64)  # two batches, the last one short
+    ws = Workspace(proto, Options(calibration=calib))
+    scores, _ = data_scores(ws, "kl")
+    (group,) = [g for g in ws.analysis.groups if g.prunable]
+
+    def log_softmax(z):
+        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    reference = log_softmax(ort_session(ws.original).run(None, {"x": x})[0])
+    for c in sorted(group.classes):
+        pruned = prune(proto, plan=PruningPlan.from_removed(ws.analysis, {c}), recover="none").model
+        out = log_softmax(ort_session(pruned).run(None, {"x": x})[0])
+        expected = float((np.exp(reference) * (reference - out)).sum(axis=1).mean())
+        assert scores[c] == pytest.approx(expected, rel=1e-3, abs=1e-7)
