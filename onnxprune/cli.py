@@ -147,7 +147,7 @@ def _cka_strategy(args, calib):
     if args.method == "layers":
         return LayersStrategy(calib, target, **common)
     return EverythingStrategy(
-        calib, target, criterion=args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
+        calib, target, criterion="l1" if args.criterion == "auto" else args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
         latency_target=args.target_latency, seed=args.seed, **common,
     )
 

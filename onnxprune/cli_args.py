@@ -83,8 +83,9 @@ def _prune_args(pr, shape_help: str) -> None:
     for kind, what in (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
                        ("channels", "conv channels and MLP neurons")):
         pr.add_argument(f"--{kind}", type=fraction(False), metavar="R", help=f"ratio for {what} (default: --ratio)")
-    pr.add_argument("--criterion", choices=("l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation"), default="l1",
-                    help="importance criterion (default l1; on --calib data: wanda |W|·‖x‖, fluctuation (FLAP), obs "
+    pr.add_argument("--criterion", choices=("auto", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation"),
+                    default="auto",
+                    help="importance criterion (default auto: fluctuation with --calib for --method channels, else l1; on --calib data: wanda |W|·‖x‖, fluctuation (FLAP), obs "
                          "(error left after refitting), kl (output KL with each channel removed, one pass per channel / 8), "
                          "channels only; activation: mean |activation|, everything only)")
     pr.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels across all groups at once")

@@ -17,24 +17,31 @@ from onnxprune.compiler.workspace import Workspace
 
 
 class ChannelsStrategy:
+    """`criterion` "auto" is ``fluctuation`` when the options carry calibration data (with
+    least-squares recovery it was the best or tied on the digits ResNet-56 at every ratio,
+    and on MiniLM-L3 it kept cosine 0.954 where l1 kept 0.864) and ``l1`` without."""
+
     method = "channels"
 
-    def __init__(self, ratio=0.5, criterion="l1", global_ranking=False, round_to=1, kind_ratios=None):
+    def __init__(self, ratio=0.5, criterion="auto", global_ranking=False, round_to=1, kind_ratios=None):
         self.ratio, self.criterion, self.global_ranking = ratio, criterion, global_ranking
         self.round_to, self.kind_ratios = round_to, dict(kind_ratios or {})
 
     def search(self, ws: Workspace) -> Decision:
         an = ws.analysis
-        if self.criterion in DATA_CRITERIA:
-            scores, used = data_scores(ws, self.criterion)
+        criterion = self.criterion
+        if criterion == "auto":
+            criterion = "fluctuation" if ws.options.calibration is not None else "l1"
+        if criterion in DATA_CRITERIA:
+            scores, used = data_scores(ws, criterion)
         else:
-            scores, used = class_scores(an, self.criterion)
+            scores, used = class_scores(an, criterion)
         removed = select_removed(
             an, scores, self.ratio, global_ranking=self.global_ranking, round_to=self.round_to,
             kind_ratios=self.kind_ratios,
         )
         settings = {
-            "ratio": self.ratio, "criterion": self.criterion, "global": self.global_ranking,
+            "ratio": self.ratio, "criterion": criterion, "global": self.global_ranking,
             "round_to": self.round_to, "ignore": list(ws.options.ignore), "kind_ratios": self.kind_ratios,
             "resize_io": list(ws.options.resize_io), "resize_cache": ws.options.resize_cache,
         }

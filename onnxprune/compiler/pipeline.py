@@ -27,7 +27,7 @@ def prune(
     source,
     *,
     ratio: float = 0.5,
-    criterion: str = "l1",
+    criterion: str = "auto",
     global_ranking: bool = False,
     round_to: int = 1,
     ignore=(),
@@ -42,7 +42,8 @@ def prune(
     recover: str = "auto",
 ) -> PruneResult:
     """Prune channel groups of a model by `criterion` and `ratio` (or apply `plan`: its
-    channels, then its blocks).
+    channels, then its blocks). `criterion` "auto" is ``fluctuation`` with `calibration`,
+    ``l1`` without (compiler/channels.py says why).
 
     `resize_io` names graph inputs/outputs allowed to shrink (e.g. a hidden-state
     output); a KV cache shrinks with its heads unless `resize_cache` is False. The
