@@ -279,8 +279,8 @@ class _Search:
         cut_params = 1 - self.params / max(self.base_params, 1)
         return self.s.target.reached(cut_macs, cut_params, len(self.steps))
 
-    def features(self, candidates: list[Candidate]):
-        return self.parent.probe.features(self.s.calib.batches(), candidates, stack=8)
+    def features(self, candidates: list[Candidate], base: Candidate | None = None):
+        return self.parent.probe.features(self.s.calib.batches(), candidates, stack=8, base=base)
 
     def iterate(self) -> bool:
         """One iteration; False when neither candidate exists."""
@@ -314,7 +314,8 @@ class _Search:
         choices = eligible(parent.blocks, parent.dropped, self.s.min_per_stage) if self.s.arbiter != "neurons" else []
         cands = _Candidates()
         candidates = [parent.candidate()] + [parent.candidate(blocks=[b]) for b in choices]
-        feats = self.features(candidates) if self.s.arbiter != "random" or choices else []
+        # Each block candidate runs from its block's gate on (prefix caching).
+        feats = self.features(candidates, base=candidates[0]) if self.s.arbiter != "random" or choices else []
         cands.evaluated = len(feats)
         cands.ref = CKAReference(feats[0], debiased=self.s.debiased, backend=self.s.backend) if feats else None
         if choices:

@@ -97,7 +97,7 @@ def search_layers(
         else:
             base = frozenset(dropped)
             cands = [Candidate(blocks=base)] + [Candidate(blocks=base | {b}) for b in choices]
-            feats = probe.features(calib.batches(), cands, stack=stack)
+            feats = probe.features(calib.batches(), cands, stack=stack, base=cands[0])  # prefix-cached
             ref = CKAReference(feats[0], debiased=debiased, backend=backend)
             scores = {b: ref.score(f) for b, f in zip(choices, feats[1:])}
             # Highest CKA to the parent; ties to the later block (deeper blocks matter less).

@@ -41,6 +41,7 @@ from onnxprune.passes.probe_graph import (
     MASK_MUL_PREFIX,
     ProbeGraphPass,
 )
+from onnxprune.runtime.prefix import Suffixes, prefix_features
 from onnxprune.runtime.session import default_providers, ort_session, tapped_session
 
 
@@ -80,7 +81,9 @@ class ProbeModel:
         self.mask_index, self.unmaskable, self.mask_width = built.mask_index, built.unmaskable, built.mask_width
         self.output_names, self._gate_ranks, self._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
         self.stackable = built.stackable
-        self.session = ort_session(self.model, providers=providers or default_providers(), intra_op_num_threads=threads)
+        self.providers, self.threads = providers or default_providers(), threads
+        self.session = ort_session(self.model, providers=self.providers, intra_op_num_threads=threads)
+        self._suffixes: Suffixes | None = None  # runtime/prefix.py, built when first asked
 
     # -- running ------------------------------------------------------------------
     def feeds_for(self, feeds: Mapping[str, np.ndarray], candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
@@ -149,10 +152,16 @@ class ProbeModel:
 
     def features(
         self, batches: Iterable[Mapping[str, np.ndarray]], candidates: Sequence[Candidate], *, stack: int = 8,
+        base: Candidate | None = None,
     ) -> list[np.ndarray]:
         """The tapped representation of every candidate over all `batches`, as one
         [n, features] array per candidate: every tap flattened per sample, side by side
-        (candidates run `stack` at a time)."""
+        (candidates run `stack` at a time). With `base` (e.g. the search's parent), the
+        candidates that drop more blocks than it, with its channels, run from their first
+        changed node only (prefix caching, runtime/prefix.py); `base` itself among
+        `candidates` comes from the same run."""
+        if base is not None:
+            return self._features_from(list(batches), candidates, stack, base)
         parts: list[list[np.ndarray]] = [[] for _ in candidates]
         for feeds in batches:
             n = len(next(iter(feeds.values())))
@@ -161,6 +170,20 @@ class ProbeModel:
                 for i, result in enumerate(self.run(feeds, chunk)):
                     parts[start + i].append(np.concatenate([result[t].reshape(n, -1) for t in self.taps], axis=1))
         return [np.concatenate(p, axis=0) if p else np.zeros((0, 0), np.float32) for p in parts]
+
+    def _features_from(self, batches: list, candidates: Sequence[Candidate], stack: int, base: Candidate) -> list[np.ndarray]:
+        if self._suffixes is None:
+            self._suffixes = Suffixes(self, self.providers, self.threads)
+        cuts = [self._suffixes.cut(base, c) for c in candidates]
+        if all(p is None for p in cuts):
+            return self.features(batches, candidates, stack=stack)
+        cached = prefix_features(self._suffixes, batches, base, candidates, cuts)
+        out: list[np.ndarray | None] = [cached.get(i) if c != base else cached[-1] for i, c in enumerate(candidates)]
+        rest = [i for i, got in enumerate(out) if got is None]
+        if rest:
+            for i, feats in zip(rest, self.features(batches, [candidates[i] for i in rest], stack=stack)):
+                out[i] = feats
+        return out
 
     def activation_scores(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[int, float]:
         """Mean |activation| of every class where its group is consumed (the masked
