@@ -32,6 +32,8 @@ from onnxprune.passes.probe_graph import GATE_PREFIX
 from onnxprune.runtime.session import ort_session, run_session
 
 MAX_BYTES = 256 << 20  # weights up to this size get suffix sessions
+MAX_CACHE_BYTES = 1 << 30  # values one base run may keep for the suffixes
+ROWS = 256  # calibration rows per suffix run, where batches can be joined
 
 
 class Suffixes:
@@ -95,7 +97,7 @@ class Suffixes:
             model = onnx.helper.make_model(graph, opset_imports=self.proto.opset_import,
                                            ir_version=self.proto.ir_version)
             model.functions.extend(self.proto.functions)
-            session = ort_session(model, providers=self.providers, intra_op_num_threads=self.threads)
+            session = ort_session(model, providers=self.providers, intra_op_num_threads=self.threads, optimize="all")
             self.sessions[position] = (session, inputs, outputs)
         return self.sessions[position]
 
@@ -117,25 +119,28 @@ class Suffixes:
             values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
             tapped.graph.outputs.clear()
             tapped.graph.outputs.extend(values[n] for n in names)
-            self._base = (wanted, ort_session(tapped, providers=self.providers, intra_op_num_threads=self.threads),
-                          names)
+            self._base = (wanted, ort_session(tapped, providers=self.providers, intra_op_num_threads=self.threads,
+                                              optimize="all"), names)
         return self._base[1], self._base[2]
 
 
 def prefix_features(suffixes: Suffixes, batches: Iterable[Mapping[str, np.ndarray]], base, candidates: Sequence,
-                    cuts: Sequence[int | None]) -> dict[int, np.ndarray]:
+                    cuts: Sequence[int | None]) -> dict[int, np.ndarray] | None:
     """Features (as ProbeModel.features) of the candidates with a cut, by their index,
-    and of `base` at index -1; from one base run per batch and one suffix run each."""
+    and of `base` at index -1; from one base run per batch and one suffix run each.
+    None when the values one base run keeps exceed `MAX_CACHE_BYTES` (run whole then)."""
     probe = suffixes.probe
     taps = probe.output_names[:len(probe.taps)]
     session, names = suffixes.base_session({p for p in cuts if p is not None})
     parts: dict[int, list[np.ndarray]] = {i: [] for i, p in enumerate(cuts) if p is not None}
     parts[-1] = []
-    for feeds in batches:
+    for feeds in _merged(batches, probe):
         n = len(next(iter(feeds.values())))
         base_feeds = probe.feeds_for(feeds, [base])
         values = run_session(session, {i.name: base_feeds[i.name] for i in session.get_inputs()})
         values = dict(zip(names, values.values()))
+        if sum(a.nbytes for a in values.values()) > MAX_CACHE_BYTES:
+            return None
         parts[-1].append(np.concatenate([values[t].reshape(n, -1) for t in taps], axis=1))
         for i, position in enumerate(cuts):
             if position is None:
@@ -146,6 +151,25 @@ def prefix_features(suffixes: Suffixes, batches: Iterable[Mapping[str, np.ndarra
             result = {**{t: values[t] for t in taps}, **dict(zip(outputs, got.values()))}
             parts[i].append(np.concatenate([result[t].reshape(n, -1) for t in taps], axis=1))
     return {i: np.concatenate(p, axis=0) for i, p in parts.items() if p}
+
+
+def _merged(batches: Iterable[Mapping[str, np.ndarray]], probe) -> Iterable[Mapping[str, np.ndarray]]:
+    """The calibration batches joined into runs of about `ROWS` rows where the probe's
+    batch axis is symbolic and carried through (a suffix runs one candidate at a time,
+    so it needs rows to keep ONNX Runtime's kernels busy); as given otherwise."""
+    if probe.stackable != "yes":
+        yield from batches
+        return
+    pending: list[Mapping[str, np.ndarray]] = []
+    rows = 0
+    for feeds in batches:
+        pending.append(feeds)
+        rows += len(next(iter(feeds.values())))
+        if rows >= ROWS:
+            yield {k: np.concatenate([f[k] for f in pending], axis=0) for k in pending[0]}
+            pending, rows = [], 0
+    if pending:
+        yield {k: np.concatenate([f[k] for f in pending], axis=0) for k in pending[0]}
 
 
 def _has_subgraphs(model: ir.Model) -> bool:

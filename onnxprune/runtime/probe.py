@@ -82,7 +82,7 @@ class ProbeModel:
         self.output_names, self._gate_ranks, self._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
         self.stackable = built.stackable
         self.providers, self.threads = providers or default_providers(), threads
-        self.session = ort_session(self.model, providers=self.providers, intra_op_num_threads=threads)
+        self.session = ort_session(self.model, providers=self.providers, intra_op_num_threads=threads, optimize="all")
         self._suffixes: Suffixes | None = None  # runtime/prefix.py, built when first asked
 
     # -- running ------------------------------------------------------------------
@@ -178,6 +178,8 @@ class ProbeModel:
         if all(p is None for p in cuts):
             return self.features(batches, candidates, stack=stack)
         cached = prefix_features(self._suffixes, batches, base, candidates, cuts)
+        if cached is None:  # too much to keep: whole runs
+            return self.features(batches, candidates, stack=stack)
         out: list[np.ndarray | None] = [cached.get(i) if c != base else cached[-1] for i, c in enumerate(candidates)]
         rest = [i for i, got in enumerate(out) if got is None]
         if rest:

@@ -45,8 +45,12 @@ def ort_session(
     *,
     providers: list | None = None,
     intra_op_num_threads: int = 1,
+    optimize: str = "basic",
 ):
-    """An onnxruntime.InferenceSession for `model` (CPU, basic graph optimisations).
+    """An onnxruntime.InferenceSession for `model` (CPU, basic graph optimisations, or
+    with `optimize="all"` every one ONNX Runtime has, layout changes included: on the
+    digits ResNet-56 a probe runs 3.7× faster so — for sessions whose numbers feed a
+    comparison, not a check of the emitted model).
 
     One intra-op thread by default, for bit-for-bit repeatable results. An ir.Model is
     passed as bytes when under 2 GB, else saved to a temporary directory that lives as
@@ -54,7 +58,9 @@ def ort_session(
     """
     ort = _onnxruntime()
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize == "all" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
     options.intra_op_num_threads = intra_op_num_threads
     options.inter_op_num_threads = 1
     # onnxprune reports ONNX Runtime's failures in its own one line; ORT's logger would

@@ -71,7 +71,9 @@ def test_gate_zero_equals_removed_block(path):
     if len(ids) > 1:
         candidates.append(Candidate(blocks=frozenset(ids[-2:])))
     results = probe.run(feeds, candidates)
-    assert _rel(_tapped(model, tap, feeds), results[0][tap]) <= 1e-6
+    # The probe's session has every ONNX Runtime optimisation (blocked conv layouts),
+    # whose float rounding differs from the basic session's in the last digits.
+    assert _rel(_tapped(model, tap, feeds), results[0][tap]) <= 1e-5
     for cand, result in zip(candidates[1:], results[1:]):
         removed = load_model(ir.serde.serialize_model(model))
         RemoveBlocksPass(sorted(cand.blocks))(removed)
