@@ -55,7 +55,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.model_io import load_model
 from onnxprune.passes.blocks import Block, find_blocks
 from onnxprune.passes.channel_analysis import ChannelAnalysis
-from onnxprune.passes.predict import predicted_cost
+from onnxprune.passes.predict import Predictor, predicted_cost
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
@@ -154,10 +154,15 @@ def _uniform(groups, scores, ratio: float) -> set[int]:
 
 def neuron_candidate(parent: _Parent, target_macs: int, scope: str, base_macs: int) -> set[int]:
     """The channels (uniform fraction per eligible group) whose removal takes at least
-    `target_macs` off the parent's `base_macs`, with the smallest such fraction."""
+    `target_macs` off the parent's `base_macs`, with the smallest such fraction. Each
+    bisection step prices only the nodes that touch the eligible groups' values (the
+    others keep their MACs), not the whole graph."""
     groups = _eligible_groups(parent, scope)
     if not groups or target_macs <= 0:
         return set()
+    touched = _touched_nodes(parent, groups)
+    now = Predictor(parent.an, parent.removed, touched)
+    macs_now = {i: now.node_macs(i) for i in touched}
 
     def removed_macs(ratio: float) -> tuple[int, set[int]]:
         chosen = _uniform(groups, parent.scores, ratio)
@@ -167,8 +172,8 @@ def neuron_candidate(parent: _Parent, target_macs: int, scope: str, base_macs: i
                 cls = [c for c in parent.an.classes_of(var).tolist() if c in chosen]
                 if cls:
                     chosen.discard(max(cls, key=lambda c: parent.scores.get(c, 0.0)))
-        macs, _ = parent.cost(parent.dropped, parent.removed | chosen)
-        return base_macs - macs, chosen
+        after = Predictor(parent.an, parent.removed | chosen, touched)
+        return sum(macs_now[i] - after.node_macs(i) for i in touched), chosen
 
     lo, hi = 0.0, 1.0
     top, best = removed_macs(hi)
@@ -184,6 +189,15 @@ def neuron_candidate(parent: _Parent, target_macs: int, scope: str, base_macs: i
         else:
             lo = mid
     return best
+
+
+def _touched_nodes(parent: _Parent, groups) -> list[int]:
+    """Indices of the live nodes that read or write a value of the groups' members:
+    the only nodes whose MACs their removals change."""
+    names = {m[1] for g, _ in groups for m in g.members}  # activations and weights
+    dead = parent.dropped_nodes(parent.dropped)
+    return [i for i, node in enumerate(parent.an.nodes) if i not in dead
+            and any(v is not None and v.name in names for v in (*node.inputs, *node.outputs))]
 
 
 class EverythingStrategy:

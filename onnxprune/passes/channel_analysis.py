@@ -179,6 +179,9 @@ class ChannelAnalysis:
                 elif own is None:
                     self.dims.set_owner(v, FIXED)
         self._build_groups()
+        # Classes are final from here on: remember each axis's (the cost predictor asks
+        # for the same few hundred axes thousands of times per search).
+        self._classes: dict[int, np.ndarray | None] = {}
         return self
 
     def _resizable_input_dims(self, value: ir.Value) -> None:
@@ -285,10 +288,16 @@ class ChannelAnalysis:
     # -- queries used by selection and rewrite ---------------------------------
     def classes_of(self, var: int) -> np.ndarray | None:
         """Class id at each position of an axis (-1 fixed), or None if not owned."""
+        cache = getattr(self, "_classes", None)
+        if cache is not None and var in cache:
+            return cache[var]
         own = self.dims.get(var)
-        if not isinstance(own, np.ndarray):
-            return None
-        return self.units.roots(own)
+        found = self.units.roots(own) if isinstance(own, np.ndarray) else None
+        if cache is not None:
+            if found is not None:
+                found.flags.writeable = False  # shared: callers must copy to change it
+            cache[var] = found
+        return found
 
     def keep_mask(self, var: int, removed: set[int]) -> np.ndarray | None:
         """Positions kept on an axis after removing `removed` classes; None = all kept."""

@@ -183,3 +183,30 @@ def test_without_a_block_candidate_steps_are_sized_by_the_target():
     steps = result.report["iterations"]
     assert result.report["target_reached"] and 3 <= len(steps) <= 6
     assert all("quarter of the MACs the target removes" in s["neuron_candidate"]["sized_by"] for s in steps)
+
+
+@pytest.mark.parametrize("path", [DIGITS, os.path.join(ROOT, "transformers", "bert.onnx")], ids=os.path.basename)
+@pytest.mark.parametrize("scope", ["internal", "all"])
+def test_neuron_step_prices_only_the_nodes_it_touches(path, scope):
+    """The bisection prices the nodes that touch the eligible groups; the MACs it finds
+    equal the whole-graph prediction's, with a block dropped and channels already gone."""
+    from onnxprune.compiler.everything import _eligible_groups, _parent, _touched_nodes, _uniform
+    from onnxprune.passes.predict import Predictor
+
+    model = load_model(path)
+    an, _, shapes = analyze(model, {"input_ids": (1, 5), "attention_mask": (1, 5)} if "bert" in path else None)
+    parent = _parent(an, find_blocks(an.model, shapes), None, "l1", None)
+    removable = [b.id for b in parent.blocks if b.removable]
+    parent.dropped = {removable[-1]}
+    groups = _eligible_groups(parent, scope)
+    parent.removed = _uniform(groups, parent.scores, 0.2)
+    groups = _eligible_groups(parent, scope)
+    touched = _touched_nodes(parent, groups)
+    assert 0 < len(touched) < len(an.nodes)
+    now = Predictor(an, parent.removed, touched)
+    for ratio in (0.1, 0.5, 0.9):
+        chosen = _uniform(groups, parent.scores, ratio)
+        after = Predictor(an, parent.removed | chosen, touched)
+        local = sum(now.node_macs(i) - after.node_macs(i) for i in touched)
+        whole = parent.cost(parent.dropped, parent.removed)[0] - parent.cost(parent.dropped, parent.removed | chosen)[0]
+        assert local == whole > 0
