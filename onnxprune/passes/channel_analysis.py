@@ -148,7 +148,7 @@ class ChannelAnalysis:
         return dims
 
     # -- the walk --------------------------------------------------------------
-    def run(self, ignore: tuple[str, ...] = (), resizable=frozenset()) -> "ChannelAnalysis":
+    def run(self, ignore: tuple[str, ...] = (), resizable=frozenset()) -> ChannelAnalysis:
         """`resizable`: names of graph inputs and outputs whose static axes may change
         size (a KV cache, or outputs the user allowed); all other interface axes are
         fixed, so whatever they are tied to is frozen."""

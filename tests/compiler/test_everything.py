@@ -190,7 +190,12 @@ def test_without_a_block_candidate_steps_are_sized_by_the_target():
 def test_neuron_step_prices_only_the_nodes_it_touches(path, scope):
     """The bisection prices the nodes that touch the eligible groups; the MACs it finds
     equal the whole-graph prediction's, with a block dropped and channels already gone."""
-    from onnxprune.compiler.everything import _eligible_groups, _parent, _touched_nodes, _uniform
+    from onnxprune.compiler.everything import (
+        _eligible_groups,
+        _parent,
+        _touched_nodes,
+        _uniform,
+    )
     from onnxprune.passes.predict import Predictor
 
     model = load_model(path)
