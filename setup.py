@@ -21,7 +21,10 @@ setup(
         # Decoding image folders for calibration data.
         "images": ["Pillow>=9"],
         "plot": ["matplotlib>=3.6"],
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9"],
+        # Candidates scored in worker processes or on a cluster (--workers, --ray).
+        "ray": ["ray>=2.9"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9",
+                 "ray>=2.9"],
         # Exporters, to rebuild the committed fixtures (models/): never in CI's install.
         # Each framework in a venv of its own (they pin different numpy/protobuf).
         "models": ["torch>=2.4", "onnxscript>=0.2", "scikit-learn>=1.3"],

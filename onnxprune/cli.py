@@ -56,7 +56,12 @@ def _run_prune(args) -> int:
         resize_cache=not args.keep_cache_shape, calibration=calib,
         recover=("ls" if calib is not None else "synthetic") if args.recover == "auto" else args.recover,
     )
-    result = run(strategy, args.model, options)
+    try:
+        result = run(strategy, args.model, options)
+    finally:
+        pool = getattr(strategy, "pool", None)
+        if pool is not None:  # Ray workers end with the search
+            pool.close()
     if labelled is not None:
         from onnxprune.model_io import load_model
         from onnxprune.runtime.evaluate import accuracy
@@ -143,13 +148,27 @@ def _cka_strategy(args, calib):
         except OnnxPruneError as err:
             raise UsageError(str(err)) from None
     fine_tune = _load_hook(args.fine_tune) if args.fine_tune else None
-    common = dict(min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, debiased=args.debiased)
+    common = dict(min_per_stage=args.min_blocks_per_stage, taps=args.tap or None, debiased=args.debiased,
+                  pool=_pool(args))
     if args.method == "layers":
         return LayersStrategy(calib, target, **common)
     return EverythingStrategy(
         calib, target, criterion="l1" if args.criterion == "auto" else args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
         latency_target=args.target_latency, seed=args.seed, **common,
     )
+
+
+def _pool(args):
+    """Ray workers for the candidates (--workers N > 1, or --ray ADDRESS), or None."""
+    if args.workers <= 1 and not args.ray:
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--workers and --ray need Ray: pip install onnxprune[ray]") from None
+    from onnxprune.runtime.distributed import WorkerPool
+
+    return WorkerPool(args.workers if args.workers > 1 else None, args.ray)  # --ray alone: the cluster's CPUs
 
 
 def _write(args, result) -> None:

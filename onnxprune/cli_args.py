@@ -130,6 +130,9 @@ def _cka_args(cka) -> None:
                      help="everything: neuron candidates from block-internal groups only (default, as in the paper) or all")
     cka.add_argument("--arbiter", choices=("cka", "layers", "neurons", "random"), default="cka",
                      help="everything: how to choose between the two candidates (default cka; others are baselines)")
+    cka.add_argument("--workers", type=at_least(1), default=1, metavar="N",
+                     help="layers/everything: score candidates in N local Ray worker processes (pip install onnxprune[ray])")
+    cka.add_argument("--ray", metavar="ADDRESS", help="layers/everything: run the workers on this Ray cluster")
     cka.add_argument("--fine-tune", metavar="FILE.py:FUNC",
                      help="everything: call FUNC(model) -> model after every iteration and at the end")
     cka.add_argument("--plot", metavar="PNG", help="write CKA and MACs against iteration (needs matplotlib)")

@@ -104,8 +104,10 @@ class _Parent:
         return run(PlanStrategy(plan), self.model, plain, verify=False).model, plan
 
 
-def _parent(an: ChannelAnalysis, blocks: list[Block], taps, criterion: str, feeds) -> _Parent:
+def _parent(an: ChannelAnalysis, blocks: list[Block], taps, criterion: str, feeds, pool=None) -> _Parent:
     probe = ProbeModel(an.model, taps=taps, blocks=blocks, analysis=an, keep_outputs=True)
+    if pool is not None:  # candidates scattered over Ray workers (runtime/distributed.py)
+        probe = pool.probe(probe)
     scores, _ = class_scores(an, criterion if criterion != "activation" else "l1")
     if criterion == "activation" and feeds is not None:
         scores = probe.activation_scores(feeds)
@@ -117,11 +119,11 @@ def _batch_rows(calib: CalibrationData) -> int:
     return calib.fixed_batch or min(256, calib.n) or 1
 
 
-def _tuned_parent(model: ir.Model, options: Options, taps, criterion: str, feeds) -> _Parent:
+def _tuned_parent(model: ir.Model, options: Options, taps, criterion: str, feeds, pool=None) -> _Parent:
     """The parent after fine-tuning: a fresh copy and analysis of the tuned model."""
     work = working_copy(model)
     an, _, shapes = analyze(work, options.input_shapes)
-    return _parent(an, find_blocks(work, shapes), taps, criterion, feeds)
+    return _parent(an, find_blocks(work, shapes), taps, criterion, feeds, pool)
 
 
 def _eligible_groups(parent: _Parent, scope: str) -> list:
@@ -210,7 +212,7 @@ class EverythingStrategy:
     def __init__(self, calib: CalibrationData, target: Target, *, criterion="l1", arbiter="cka", scope="internal",
                  min_per_stage=2, taps=None, fine_tune: Callable | None = None, measure=True,
                  latency_target: float | None = None, seed=0, debiased=False, backend="auto", progress=None,
-                 max_iterations=1000, on_step: Callable | None = None):
+                 max_iterations=1000, on_step: Callable | None = None, pool=None):
         if arbiter not in ARBITERS:
             raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")
         if scope not in ("internal", "all"):
@@ -223,6 +225,7 @@ class EverythingStrategy:
         self.min_per_stage, self.taps, self.fine_tune, self.measure = min_per_stage, taps, fine_tune, measure
         self.latency_target, self.seed, self.debiased, self.backend = latency_target, seed, debiased, backend
         self.progress, self.max_iterations, self.on_step = progress, max_iterations, on_step
+        self.pool = pool  # runtime/distributed.WorkerPool, or None: candidates run here
 
     def search(self, ws: Workspace) -> Decision:
         search = _Search(self, ws)
@@ -240,6 +243,7 @@ class EverythingStrategy:
             "min_per_stage": self.min_per_stage, "taps": taps,
             "calibration": {"samples": self.calib.n, "source": self.calib.source},
             "cka": "debiased" if self.debiased else "biased", "fine_tune": self.fine_tune is not None,
+            "workers": len(self.pool.actors) if self.pool is not None else 1,
         }
 
 
@@ -266,7 +270,7 @@ class _Search:
         self.s, self.ws = strategy, ws
         # Up to 256 samples for the data-driven criterion (several batches when the batch is fixed).
         self.feeds = list(itertools.islice(strategy.calib.batches(256), max(1, 256 // _batch_rows(strategy.calib))))
-        self.parent = _parent(ws.analysis, ws.blocks, strategy.taps, strategy.criterion, self.feeds)
+        self.parent = _parent(ws.analysis, ws.blocks, strategy.taps, strategy.criterion, self.feeds, strategy.pool)
         self.base_macs, self.base_params = self.parent.cost(set(), set())
         self.macs, self.params = self.base_macs, self.base_params
         self.latency_feeds = next(strategy.calib.batches(1))
@@ -413,7 +417,7 @@ class _Search:
         iteration = len(self.steps) + 1
         self.recovery["layers"] += [{**r, "iteration": iteration} for r in rec["layers"]]
         self.recovery["blocks_not_compensated"] += [{**r, "iteration": iteration} for r in rec["blocks_not_compensated"]]
-        self.parent = _tuned_parent(result.model, self.ws.options, self.s.taps, self.s.criterion, self.feeds)
+        self.parent = _tuned_parent(result.model, self.ws.options, self.s.taps, self.s.criterion, self.feeds, self.s.pool)
         return pick
 
     def _step(self, cands: _Candidates, pick: str) -> dict:
@@ -446,7 +450,7 @@ class _Search:
         if s.fine_tune is not None:
             self.history.append(plan)
             self.parent = _tuned_parent(_as_model(s.fine_tune(physical)), self.ws.options, s.taps, s.criterion,
-                                        self.feeds)
+                                        self.feeds, s.pool)
 
     def _why_short(self) -> str:
         done = f"{len(self.steps)} iterations, MACs −{100 * (1 - self.macs / max(self.base_macs, 1)):.1f} %"

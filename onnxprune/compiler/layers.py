@@ -135,10 +135,11 @@ class LayersStrategy:
     method = "layers"
 
     def __init__(self, calib: CalibrationData, target: Target, *, min_per_stage=2, taps=None, debiased=False,
-                 backend="auto", order="cka", seed=0, progress=None):
+                 backend="auto", order="cka", seed=0, progress=None, pool=None):
         target.check()
         self.calib, self.target, self.min_per_stage, self.taps = calib, target, min_per_stage, taps
         self.debiased, self.backend, self.order, self.seed, self.progress = debiased, backend, order, seed, progress
+        self.pool = pool
 
     def search(self, ws: Workspace) -> Decision:
         blocks = ws.blocks
@@ -146,6 +147,8 @@ class LayersStrategy:
             raise OnnxPruneError("the model has no removable residual block: `onnxprune inspect --blocks MODEL` shows why")
         costs = block_costs(ws.model, blocks, ws.shapes)
         probe = ProbeModel(ws.model, taps=self.taps, blocks=blocks)
+        if self.pool is not None:  # candidates scattered over Ray workers (runtime/distributed.py)
+            probe = self.pool.probe(probe)
         run = search_layers(
             probe, blocks, self.calib, costs, self.target, min_per_stage=self.min_per_stage, order=self.order,
             seed=self.seed, debiased=self.debiased, backend=self.backend, progress=self.progress,
@@ -158,6 +161,7 @@ class LayersStrategy:
             "method": "layers", "target": dict(self.target.__dict__), "min_per_stage": self.min_per_stage,
             "taps": probe.taps, "calibration": {"samples": self.calib.n, "source": self.calib.source},
             "cka": "debiased" if self.debiased else "biased", "order": self.order,
+            "workers": len(self.pool.actors) if self.pool is not None else 1,
         }
         reached = self.target.reached(1 - last["macs_after"] / max(costs.total_macs, 1),
                                       1 - last["params_after"] / max(costs.total_params, 1), len(run.dropped))

@@ -29,16 +29,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import load_model
+from onnxprune.model_io import load_model, to_proto
 from onnxprune.passes.blocks import Block
 from onnxprune.passes.probe_graph import (
     GATE_PREFIX,
     MASK_IDX_PREFIX,
     MASK_INPUT,
     MASK_MUL_PREFIX,
+    ProbeGraph,
     ProbeGraphPass,
 )
 from onnxprune.runtime.prefix import Suffixes, prefix_features
@@ -84,6 +86,29 @@ class ProbeModel:
         self.providers, self.threads = providers or default_providers(), threads
         self.session = ort_session(self.model, providers=self.providers, intra_op_num_threads=threads, optimize="all")
         self._suffixes: Suffixes | None = None  # runtime/prefix.py, built when first asked
+
+    # -- moving to another process (runtime/distributed.py) -------------------------
+    def state(self) -> dict:
+        """What another process needs to run this probe: the probe graph (serialised)
+        and what the surgery recorded; `from_state` rebuilds it without redoing either."""
+        built = ProbeGraph(taps=self.taps, blocks=self.blocks, inputs=self.inputs, gate_ranks=self._gate_ranks,
+                           gate_dtypes=self._gate_dtypes, mask_index=self.mask_index, unmaskable=self.unmaskable,
+                           mask_width=self.mask_width, output_names=self.output_names, stackable=self.stackable)
+        return {"model": to_proto(self.model).SerializeToString(), "built": built}
+
+    @classmethod
+    def from_state(cls, state: dict, *, providers: list | None = None, threads: int = 1) -> ProbeModel:
+        probe = cls.__new__(cls)
+        probe.model = ir.serde.deserialize_model(onnx.load_from_string(state["model"]))
+        built = state["built"]
+        probe.taps, probe.inputs, probe.blocks = built.taps, built.inputs, built.blocks
+        probe.mask_index, probe.unmaskable, probe.mask_width = built.mask_index, built.unmaskable, built.mask_width
+        probe.output_names, probe._gate_ranks, probe._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
+        probe.stackable = built.stackable
+        probe.providers, probe.threads = providers or default_providers(), threads
+        probe.session = ort_session(probe.model, providers=probe.providers, intra_op_num_threads=threads, optimize="all")
+        probe._suffixes = None
+        return probe
 
     # -- running ------------------------------------------------------------------
     def feeds_for(self, feeds: Mapping[str, np.ndarray], candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
