@@ -59,7 +59,7 @@ from onnxprune.passes.predict import Predictor, predicted_cost
 from onnxprune.runtime.calibration import CalibrationData
 from onnxprune.runtime.cka import CKAReference
 from onnxprune.runtime.probe import Candidate, ProbeModel
-from onnxprune.runtime.session import measure_latency
+from onnxprune.runtime.session import measure_latency, tapped_features
 
 ARBITERS = ("cka", "layers", "neurons", "random")
 
@@ -404,8 +404,8 @@ class _Search:
             tried[which] = (run(PlanStrategy(plan), parent.model, self.ws.options, verify=False), plan)
         if len(tried) == 2 and cands.ref is not None:
             for which, (result, _) in tried.items():
-                probe = ProbeModel(result.model, taps=parent.probe.taps)
-                score = cands.ref.score(probe.features(self.s.calib.batches(), [Candidate()])[0])
+                # The recovered model as it is: a tapped session, no probe surgery needed.
+                score = cands.ref.score(tapped_features(result.model, parent.probe.taps, self.s.calib.batches()))
                 cands.recovered_cka[which] = score
                 cands.evaluated += 1
             pick = "layer" if cands.recovered_cka["layer"] >= cands.recovered_cka["neurons"] else "neurons"

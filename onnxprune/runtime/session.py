@@ -101,6 +101,17 @@ def tapped_session(model: ir.Model, names: list[str]):
     return ort_session(tapped, optimize="all")
 
 
+def tapped_features(model: ir.Model, taps: list[str], batches) -> np.ndarray:
+    """The values `taps` of `model` over `batches`, flattened per sample and side by side
+    ([samples, features]: what the probe's `features` gives for an unpruned candidate)."""
+    session = tapped_session(model, taps)
+    rows = []
+    for feeds in batches:
+        arrays = run_tapped(session, feeds)
+        rows.append(np.concatenate([a.reshape(len(a), -1) for a in arrays], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
 def run_tapped(session, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Run a `tapped_session` on the feeds it takes (the copy may read fewer inputs)."""
     return list(run_session(session, {i.name: feeds[i.name] for i in session.get_inputs()}).values())
