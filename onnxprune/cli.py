@@ -124,6 +124,8 @@ def _strategy(args, calib):
         return _cka_strategy(args, calib)
     from onnxprune.compiler.channels import ChannelsStrategy
 
+    if args.workers > 1 or args.ray:
+        raise UsageError("--workers and --ray score search candidates: use them with --method layers or everything")
     if args.criterion == "activation":
         raise UsageError("--criterion activation needs calibration data: use it with --method everything --calib DATA")
     if args.criterion in ("wanda", "fluctuation", "obs", "kl") and calib is None:

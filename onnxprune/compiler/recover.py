@@ -147,7 +147,9 @@ def _batchnorm_recovery(ws: Workspace, removed: set[int], dropped: list[int]) ->
                 "why": "a dropped block's compensation is fitted on data (--calib DATA or --recover synthetic)"}] \
         if dropped else []
     if not targets:
-        return None, "no layer that reads a removed channel has a float Conv/Gemm/MatMul weight to refit"
+        why = skipped[0]["why"] if skipped and not removed else \
+            "no layer that reads a removed channel has a float Conv/Gemm/MatMul weight to refit"
+        return None, why
     moments, why = batchnorm_moments(ws.model, targets, ws.analysis.shapes)
     out_keep = _out_keep(ws, removed, [(c.node, c.weight, c.out_axis) for c in targets])
     channels = RecoveryPass(targets, moments, ws.original, out_keep, why_not=why, label="bias, batchnorm statistics")

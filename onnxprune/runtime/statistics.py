@@ -152,7 +152,8 @@ class OriginalTaps:
 
 def _with_ones(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Σ [a, 1][b, 1]ᵀ in float64 over the rows of `a` and `b` (see `_gram`)."""
-    sa, sb = a.sum(axis=0, dtype=np.float64), b.sum(axis=0, dtype=np.float64)
+    sa = a.sum(axis=0, dtype=np.float64)
+    sb = sa if b is a else b.sum(axis=0, dtype=np.float64)  # Σ z_p z_pᵀ: the same rows twice
     out = np.empty((a.shape[1] + 1, b.shape[1] + 1))
     with np.errstate(invalid="ignore", over="ignore"):  # overflowing activations: the layer is skipped
         out[:-1, :-1] = _gram(a, b, sa, sb)

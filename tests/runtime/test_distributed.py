@@ -77,3 +77,10 @@ def test_searches_choose_the_same_with_workers(local_ray, tmp_path, method):
     assert runs["2"]["plan"]["blocks"] == runs["1"]["plan"]["blocks"]
     assert runs["2"]["plan"]["channels"] == runs["1"]["plan"]["channels"]
     assert runs["2"]["cost"]["macs_reduction"] == runs["1"]["cost"]["macs_reduction"] > 0.2
+
+
+def test_workers_are_for_the_searches(tmp_path, capfd):
+    assert main(["prune", MODEL, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.1", "--workers", "2"]) == 2
+    err = capfd.readouterr().err
+    assert "--workers and --ray score search candidates" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
