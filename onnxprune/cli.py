@@ -334,6 +334,17 @@ def _blocks_info(args) -> tuple[list[dict], str]:
     return blocks_json(ws.blocks, costs, total_macs=total), render_blocks(ws.blocks, costs, total_macs=total)
 
 
+def _run_sweep(args) -> int:
+    from onnxprune.tools.sweep import sweep, table
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output} is a file: name a directory for the runs")
+    rows, code = sweep(args, main)
+    print(table(rows))
+    print(f"summary: {os.path.join(args.output, 'summary.json')}")
+    return code
+
+
 def _on_signal(signum, frame) -> None:
     if not _committing:
         raise KeyboardInterrupt
@@ -361,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                 args = parser().parse_args(argv)
             except SystemExit as done:  # bad usage (one line already printed), or --help
                 return done.code if isinstance(done.code, int) else EXIT_USAGE
+            if args.command == "sweep":
+                return _run_sweep(args)
             return _run_prune(args) if args.command == "prune" else _run_inspect(args)
         except UsageError as e:
             print(f"onnxprune: error: {e} (usage: `onnxprune prune --help`)", file=sys.stderr)

@@ -72,6 +72,17 @@ def parser() -> Parser:
     ins.add_argument("--no-nodes", action="store_true", help="omit the per-node cost table")
     ins.add_argument("--blocks", action="store_true", help="list residual blocks (removable or why not) with their MACs")
     _interface_args(ins)
+    sw = sub.add_parser("sweep", help="prune several models x methods x targets, one report each and a summary")
+    sw.add_argument("models", nargs="+", metavar="MODEL", help="input .onnx files")
+    sw.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the models, reports and summary.json")
+    sw.add_argument("--calib", required=True, metavar="DATA", help="calibration data, as for prune")
+    sw.add_argument("--method", nargs="+", choices=("layers", "everything"), default=["everything"])
+    sw.add_argument("--target-flops", nargs="+", type=fraction(True), required=True, metavar="R")
+    sw.add_argument("--recover", choices=("auto", "ls", "none"), default="auto", help="as for prune (default auto)")
+    sw.add_argument("--samples", type=at_least(1), metavar="N", help="calibration samples per run")
+    sw.add_argument("--eval", metavar="NPZ", help="labelled data: accuracy before and after in each report")
+    sw.add_argument("--workers", type=at_least(1), default=1, metavar="N", help="run N at a time as Ray tasks")
+    sw.add_argument("--ray", metavar="ADDRESS", help="run them as tasks on this Ray cluster")
     return p
 
 

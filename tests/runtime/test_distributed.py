@@ -84,3 +84,14 @@ def test_workers_are_for_the_searches(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "--workers and --ray score search candidates" in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_as_ray_tasks_gives_the_runs_made_one_by_one(local_ray, tmp_path):
+    results = {}
+    for workers in ("1", "2"):
+        out = tmp_path / workers
+        args = ["sweep", MODEL, "-o", str(out), "--calib", CALIB, "--method", "layers", "--target-flops", "0.1", "0.2",
+                "--samples", "64", "--recover", "none", "--workers", workers]
+        assert main(args) == 0
+        results[workers] = [(r["name"], r["macs_reduction"]) for r in json.loads((out / "summary.json").read_text())["runs"]]
+    assert results["1"] == results["2"] and len(results["2"]) == 2
