@@ -21,7 +21,9 @@ own copy of the weights it reads).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -41,6 +43,9 @@ class Suffixes:
 
     def __init__(self, probe, providers=None, threads: int = 0):
         self.probe, self.providers, self.threads = probe, providers, threads
+        # On CPU with ORT choosing its threads, suffixes run concurrently, one thread each.
+        on_cpu = all(str(p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers or ["CPUExecutionProvider"])
+        self.parallel = (os.cpu_count() or 1) if on_cpu and threads == 0 else 1
         self.enabled = initializer_bytes(probe.model) <= MAX_BYTES and not _has_subgraphs(probe.model)
         self.sessions: dict[int, tuple[object, list[str], list[str]]] = {}
         self._base: tuple[frozenset[int], object, list[str]] | None = None
@@ -97,7 +102,8 @@ class Suffixes:
             model = onnx.helper.make_model(graph, opset_imports=self.proto.opset_import,
                                            ir_version=self.proto.ir_version)
             model.functions.extend(self.proto.functions)
-            session = ort_session(model, providers=self.providers, intra_op_num_threads=self.threads, optimize="all")
+            threads = 1 if self.parallel > 1 else self.threads
+            session = ort_session(model, providers=self.providers, intra_op_num_threads=threads, optimize="all")
             self.sessions[position] = (session, inputs, outputs)
         return self.sessions[position]
 
@@ -142,14 +148,25 @@ def prefix_features(suffixes: Suffixes, batches: Iterable[Mapping[str, np.ndarra
         if sum(a.nbytes for a in values.values()) > MAX_CACHE_BYTES:
             return None
         parts[-1].append(np.concatenate([values[t].reshape(n, -1) for t in taps], axis=1))
-        for i, position in enumerate(cuts):
-            if position is None:
-                continue
-            suffix, inputs, outputs = suffixes.session(position, values)
+        jobs = [(i, suffixes.session(position, values)) for i, position in enumerate(cuts) if position is not None]
+
+        def one(job, feeds=feeds, values=values, n=n):
+            i, (suffix, inputs, outputs) = job
             given = probe.feeds_for(feeds, [candidates[i]])
             got = run_session(suffix, {v: given[v] if v in given else values[v] for v in inputs})
             result = {**{t: values[t] for t in taps}, **dict(zip(outputs, got.values()))}
-            parts[i].append(np.concatenate([result[t].reshape(n, -1) for t in taps], axis=1))
+            return i, np.concatenate([result[t].reshape(n, -1) for t in taps], axis=1)
+
+        # Suffix runs are independent: one per core at a time, each on one ONNX Runtime
+        # thread (ORT lets go of the GIL), which keeps 2 cores busier than 2 ORT threads
+        # on one run (1.4x against 1.7x over one thread, digits ResNet-56).
+        if suffixes.parallel > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(suffixes.parallel) as pool:
+                done = list(pool.map(one, jobs))
+        else:
+            done = [one(job) for job in jobs]
+        for i, feats in done:
+            parts[i].append(feats)
     return {i: np.concatenate(p, axis=0) for i, p in parts.items() if p}
 
 
