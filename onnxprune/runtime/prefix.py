@@ -45,7 +45,7 @@ class Suffixes:
         self.probe, self.providers, self.threads = probe, providers, threads
         # On CPU with ORT choosing its threads, suffixes run concurrently, one thread each.
         on_cpu = all(str(p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers or ["CPUExecutionProvider"])
-        self.parallel = (os.cpu_count() or 1) if on_cpu and threads == 0 else 1
+        self.parallel = _usable_cpus() if on_cpu and threads == 0 else 1
         self.enabled = initializer_bytes(probe.model) <= MAX_BYTES and not _has_subgraphs(probe.model)
         self.sessions: dict[int, tuple[object, list[str], list[str]]] = {}
         self._base: tuple[frozenset[int], object, list[str]] | None = None
@@ -187,6 +187,14 @@ def _merged(batches: Iterable[Mapping[str, np.ndarray]], probe) -> Iterable[Mapp
             pending, rows = [], 0
     if pending:
         yield {k: np.concatenate([f[k] for f in pending], axis=0) for k in pending[0]}
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's affinity, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _has_subgraphs(model: ir.Model) -> bool:
