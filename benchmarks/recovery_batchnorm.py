@@ -23,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from recovery_digits import DIGITS, tp_rounding
+from recovery_digits import DIGITS, forward_seconds, tp_rounding
 
 from onnxprune.compiler.importance import class_scores
 from onnxprune.compiler.recover import plan_recovery
@@ -31,7 +31,6 @@ from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.evaluate import accuracy, load_labelled
-from onnxprune.runtime.session import ort_session
 
 RATIOS = (0.1, 0.2, 0.3, 0.4)
 MODES = ("none", "batchnorm", "synthetic", "bias", "ls")
@@ -61,11 +60,7 @@ def main(argv=None) -> int:
     path = os.path.join(DIGITS, "digits_resnet56_bn.onnx")
     test = load_labelled(os.path.join(DIGITS, "digits_test.npz"))
     calib = load_calibration(os.path.join(DIGITS, "digits_calib.npz"), load_model(path), batch_size=256)
-    session = ort_session(load_model(path))
-    start = time.perf_counter()
-    for batch in calib.batches():
-        session.run(None, batch)
-    forward = time.perf_counter() - start
+    forward = forward_seconds(path, calib)
     base = accuracy(load_model(path), *test)
     title = (f"digits ResNet-56 with BatchNorm kept (test accuracy {100 * base:.2f} % before; no fine-tuning). "
              "Accuracy % (seconds of statistics + refit, × one forward pass of the 256 calibration samples, "

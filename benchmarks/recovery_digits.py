@@ -102,20 +102,26 @@ def tp_rounding(an, scores: dict[int, float], ratio: float) -> set[int]:
     return removed
 
 
+def forward_seconds(model, calib) -> float:
+    """Seconds of one ONNX Runtime pass (one thread, basic optimisations) over `calib`."""
+    from onnxprune.runtime.session import ort_session
+
+    session = ort_session(model if not isinstance(model, str) else load_model(model))
+    start = time.perf_counter()
+    for batch in calib.batches():
+        session.run(None, batch)
+    return time.perf_counter() - start
+
+
 def recovery_cost(path: str, calib, ratio: float = 0.3) -> dict:
     """Seconds of least-squares recovery (statistics run + solves + weight update) for
     l1 channels at `ratio`, against one ONNX Runtime forward pass of the calibration set
     (both one thread; the rewrite itself is not counted)."""
     from onnxprune.compiler.recover import plan_recovery
-    from onnxprune.runtime.session import ort_session
 
     ws = Workspace(path, Options(calibration=calib, recover="ls"))
     removed = tp_rounding(ws.analysis, class_scores(ws.analysis, "l1")[0], ratio)
-    session = ort_session(ws.original)
-    start = time.perf_counter()
-    for batch in calib.batches():
-        session.run(None, batch)
-    forward = time.perf_counter() - start
+    forward = forward_seconds(ws.original, calib)
     start = time.perf_counter()
     recovery, _ = plan_recovery(ws, removed, [], False)
     gathered = time.perf_counter() - start

@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from recovery_digits import DIGITS, tp_rounding
+from recovery_digits import DIGITS, forward_seconds, tp_rounding
 
 from onnxprune.compiler.channels import PlanStrategy
 from onnxprune.compiler.driver import run
@@ -32,7 +32,6 @@ from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.model_io import load_model
 from onnxprune.runtime.calibration import load_calibration
 from onnxprune.runtime.evaluate import accuracy, load_labelled
-from onnxprune.runtime.session import ort_session
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -46,11 +45,7 @@ def main(argv=None) -> int:
     for depth in args.depth or (56, 110):
         path = os.path.join(DIGITS, f"digits_resnet{depth}.onnx")
         calib = load_calibration(os.path.join(DIGITS, "digits_calib.npz"), load_model(path), batch_size=256)
-        session = ort_session(load_model(path))
-        start = time.perf_counter()
-        for batch in calib.batches():
-            session.run(None, batch)
-        forward = time.perf_counter() - start
+        forward = forward_seconds(path, calib)
         an = Workspace(path).analysis
         scores = class_scores(an, "l1")[0]
         for ratio in RATIOS:

@@ -36,22 +36,29 @@ def _ray():
     return ray
 
 
+def start_ray(cpus: int, address: str | None = None):
+    """Ray, started here with `cpus` CPUs or joined to the cluster at `address` (unless
+    this process already started it)."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": cpus}
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+        except Exception as err:  # a cluster address that answers nothing, a bad address
+            raise OnnxPruneError(f"Ray could not start or connect ({address or 'local'}): "
+                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+    return ray
+
+
 class WorkerPool:
     """`workers` Ray actors, each able to hold a probe; `address` joins a running cluster
     (None: a local Ray instance with `workers` CPUs). `workers=None`: one per CPU of the
     cluster."""
 
     def __init__(self, workers: int | None, address: str | None = None, *, timeout: float = READY_TIMEOUT):
-        ray = _ray()
         if workers is not None and workers < 1:
             raise OnnxPruneError(f"--workers must be at least 1, got {workers}")
-        if not ray.is_initialized():
-            kwargs = {"address": address} if address else {"num_cpus": workers or 1}
-            try:
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
-            except Exception as err:  # a cluster address that answers nothing, a bad address
-                raise OnnxPruneError(f"Ray could not start or connect ({address or 'local'}): "
-                                     f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+        ray = start_ray(workers or 1, address)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1)(_ProbeWorker)

@@ -31,7 +31,7 @@ import onnx_ir as ir
 
 from onnxprune.model_io import initializer_bytes, to_proto
 from onnxprune.passes.probe_graph import GATE_PREFIX
-from onnxprune.runtime.session import ort_session, run_session
+from onnxprune.runtime.session import ort_session, run_session, tapped_session
 
 MAX_BYTES = 256 << 20  # weights up to this size get suffix sessions
 MAX_CACHE_BYTES = 1 << 30  # values one base run may keep for the suffixes
@@ -48,13 +48,13 @@ class Suffixes:
         self.parallel = _usable_cpus() if on_cpu and threads == 0 else 1
         self.enabled = initializer_bytes(probe.model) <= MAX_BYTES and not _has_subgraphs(probe.model)
         self.sessions: dict[int, tuple[object, list[str], list[str]]] = {}
-        self._base: tuple[frozenset[int], object, list[str]] | None = None
+        self._base: tuple[frozenset[int], object] | None = None
         if not self.enabled:
             return
         self.proto = to_proto(probe.model)
         self.nodes = list(self.proto.graph.node)
         self.initializers = {t.name: t for t in self.proto.graph.initializer}
-        self.graph_inputs = {v.name for v in self.proto.graph.input}
+        self.graph_inputs = {v.name: v for v in self.proto.graph.input}
         self.outputs = {v.name: v for v in self.proto.graph.output}
         gates = {f"{GATE_PREFIX}{bid}": bid for bid in probe.blocks}
         # The gate's Mul reads the gate input: the first node a dropped block changes.
@@ -108,9 +108,8 @@ class Suffixes:
         return self.sessions[position]
 
     def _info(self, name: str, values: Mapping[str, np.ndarray]) -> onnx.ValueInfoProto:
-        for v in self.proto.graph.input:
-            if v.name == name:
-                return v
+        if name in self.graph_inputs:
+            return self.graph_inputs[name]
         array = values[name]
         return onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(array.dtype), None)
 
@@ -121,13 +120,8 @@ class Suffixes:
             wanted = frozenset(positions | (self._base[0] if self._base is not None else frozenset()))
             crossing = list(dict.fromkeys(v for p in sorted(wanted) for v in self.crossing(p)))
             names = list(self.probe.output_names) + [v for v in crossing if v not in self.probe.output_names]
-            tapped = self.probe.model.clone()
-            values = {v.name: v for n in tapped.graph for v in n.outputs if v is not None}
-            tapped.graph.outputs.clear()
-            tapped.graph.outputs.extend(values[n] for n in names)
-            self._base = (wanted, ort_session(tapped, providers=self.providers, intra_op_num_threads=self.threads,
-                                              optimize="all"), names)
-        return self._base[1], self._base[2]
+            self._base = (wanted, tapped_session(self.probe.model, names, providers=self.providers, threads=self.threads))
+        return self._base[1]
 
 
 def prefix_features(suffixes: Suffixes, batches: Iterable[Mapping[str, np.ndarray]], base, candidates: Sequence,
@@ -137,14 +131,13 @@ def prefix_features(suffixes: Suffixes, batches: Iterable[Mapping[str, np.ndarra
     None when the values one base run keeps exceed `MAX_CACHE_BYTES` (run whole then)."""
     probe = suffixes.probe
     taps = probe.output_names[:len(probe.taps)]
-    session, names = suffixes.base_session({p for p in cuts if p is not None})
+    session = suffixes.base_session({p for p in cuts if p is not None})
     parts: dict[int, list[np.ndarray]] = {i: [] for i, p in enumerate(cuts) if p is not None}
     parts[-1] = []
     for feeds in _merged(batches, probe):
         n = len(next(iter(feeds.values())))
         base_feeds = probe.feeds_for(feeds, [base])
-        values = run_session(session, {i.name: base_feeds[i.name] for i in session.get_inputs()})
-        values = dict(zip(names, values.values()))
+        values = run_session(session, {i.name: base_feeds[i.name] for i in session.get_inputs()})  # by name
         if sum(a.nbytes for a in values.values()) > MAX_CACHE_BYTES:
             return None
         parts[-1].append(np.concatenate([values[t].reshape(n, -1) for t in taps], axis=1))

@@ -26,7 +26,7 @@ What this does not do: mask a group whose consumer reads the channel axis as axi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -78,11 +78,15 @@ class ProbeModel:
         self.model = load_model(ir.serde.serialize_model(source))
         surgery = ProbeGraphPass(taps=taps, blocks=blocks, analysis=analysis, groups=groups, keep_outputs=keep_outputs)
         surgery(self.model)
-        built = surgery.probe
+        self._adopt(surgery.probe, providers, threads)
+
+    def _adopt(self, built: ProbeGraph, providers: list | None, threads: int) -> None:
+        """Take what the surgery recorded (`built`, for `self.model`) and open the session."""
+        self._built = built
         self.taps, self.inputs, self.blocks = built.taps, built.inputs, built.blocks
         self.mask_index, self.unmaskable, self.mask_width = built.mask_index, built.unmaskable, built.mask_width
         self.output_names, self._gate_ranks, self._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
-        self.stackable = built.stackable
+        self.stackable = built.stackable  # "maybe" is settled by the first stacked run
         self.providers, self.threads = providers or default_providers(), threads
         self.session = ort_session(self.model, providers=self.providers, intra_op_num_threads=threads, optimize="all")
         self._suffixes: Suffixes | None = None  # runtime/prefix.py, built when first asked
@@ -91,23 +95,13 @@ class ProbeModel:
     def state(self) -> dict:
         """What another process needs to run this probe: the probe graph (serialised)
         and what the surgery recorded; `from_state` rebuilds it without redoing either."""
-        built = ProbeGraph(taps=self.taps, blocks=self.blocks, inputs=self.inputs, gate_ranks=self._gate_ranks,
-                           gate_dtypes=self._gate_dtypes, mask_index=self.mask_index, unmaskable=self.unmaskable,
-                           mask_width=self.mask_width, output_names=self.output_names, stackable=self.stackable)
-        return {"model": to_proto(self.model).SerializeToString(), "built": built}
+        return {"model": to_proto(self.model).SerializeToString(), "built": replace(self._built, stackable=self.stackable)}
 
     @classmethod
     def from_state(cls, state: dict, *, providers: list | None = None, threads: int = 1) -> ProbeModel:
         probe = cls.__new__(cls)
         probe.model = ir.serde.deserialize_model(onnx.load_from_string(state["model"]))
-        built = state["built"]
-        probe.taps, probe.inputs, probe.blocks = built.taps, built.inputs, built.blocks
-        probe.mask_index, probe.unmaskable, probe.mask_width = built.mask_index, built.unmaskable, built.mask_width
-        probe.output_names, probe._gate_ranks, probe._gate_dtypes = built.output_names, built.gate_ranks, built.gate_dtypes
-        probe.stackable = built.stackable
-        probe.providers, probe.threads = providers or default_providers(), threads
-        probe.session = ort_session(probe.model, providers=probe.providers, intra_op_num_threads=threads, optimize="all")
-        probe._suffixes = None
+        probe._adopt(state["built"], providers, threads)
         return probe
 
     # -- running ------------------------------------------------------------------

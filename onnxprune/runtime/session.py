@@ -89,7 +89,7 @@ def ort_session(
     return session
 
 
-def tapped_session(model: ir.Model, names: list[str]):
+def tapped_session(model: ir.Model, names: list[str], *, providers: list | None = None, threads: int = 1):
     """A session of a copy of `model` whose outputs are the values `names`, in order
     (graph inputs or node outputs); external data stays where the model was loaded from.
     Every optimisation on: its values feed statistics, not a check of the model."""
@@ -98,7 +98,7 @@ def tapped_session(model: ir.Model, names: list[str]):
     values.update({v.name: v for v in tapped.graph.inputs})
     tapped.graph.outputs.clear()
     tapped.graph.outputs.extend(values[n] for n in names)
-    return ort_session(tapped, optimize="all")
+    return ort_session(tapped, providers=providers, intra_op_num_threads=threads, optimize="all")
 
 
 def tapped_features(model: ir.Model, taps: list[str], batches) -> np.ndarray:

@@ -23,8 +23,6 @@ import json
 import os
 import time
 
-from onnxprune.errors import OnnxPruneError
-
 
 def runs(args) -> list[dict]:
     """One dict per run: its name, the prune arguments and where its report goes."""
@@ -81,13 +79,9 @@ def sweep(args, main) -> tuple[list[dict], int]:
 
 
 def _on_ray(main, todo: list[dict], workers: int, address: str | None) -> list[dict]:
-    try:
-        import ray
-    except ImportError as err:
-        raise OnnxPruneError("--workers and --ray need Ray: pip install onnxprune[ray]") from err
-    if not ray.is_initialized():
-        kwargs = {"address": address} if address else {"num_cpus": workers}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+    from onnxprune.runtime.distributed import start_ray
+
+    ray = start_ray(workers, address)
     task = ray.remote(num_cpus=1)(run_one)
     return ray.get([task.remote(main, r["args"]) for r in todo])
 
