@@ -6,6 +6,8 @@ setup(
     version="0.1.0",
     description="Prune any CNN or transformer at the ONNX graph level and emit a smaller, verified model",
     packages=find_packages(include=["onnxprune", "onnxprune.*"]),
+    # The HTML page's assets (vendored JavaScript with its licences) and the report schemas.
+    package_data={"onnxprune.tools": ["html/*"], "onnxprune": ["schemas/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "onnx>=1.17",
@@ -24,7 +26,7 @@ setup(
         # Candidates scored in worker processes or on a cluster (--workers, --ray).
         "ray": ["ray>=2.9"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9",
-                 "ray>=2.9"],
+                 "ray>=2.9", "jsonschema>=4", "playwright>=1.40"],
         # Exporters, to rebuild the committed fixtures (models/): never in CI's install.
         # Each framework in a venv of its own (they pin different numpy/protobuf).
         "models": ["torch>=2.4", "onnxscript>=0.2", "scikit-learn>=1.3"],

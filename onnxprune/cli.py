@@ -84,16 +84,16 @@ def _check_prune_args(args) -> None:
     if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
         raise OnnxPruneError(f"-o {args.output} is a directory: name the output file, e.g. {os.path.join(args.output, 'pruned.onnx')}")
     for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan),
-                       ("--plot", args.plot)):
+                       ("--plot", args.plot), ("--html", args.html)):
         if path:
             where = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(where):
                 raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
             if os.path.isdir(path):
                 raise OnnxPruneError(f"{flag} {path} is a directory: name a file in it")
-    outputs = [os.path.abspath(p) for p in (args.output, args.report, args.save_plan, args.plot) if p]
+    outputs = [os.path.abspath(p) for p in (args.output, args.report, args.save_plan, args.plot, args.html) if p]
     if len(set(outputs)) < len(outputs):
-        raise UsageError("-o, --report, --save-plan and --plot must name different files")
+        raise UsageError("-o, --report, --save-plan, --plot and --html must name different files")
 
 
 def _calibration(args):
@@ -179,8 +179,18 @@ def _write(args, result) -> None:
     global _committing
     from onnxprune.model_io import StagedOutputs
 
+    page = None
+    if args.html:  # built before anything is staged: a failure here writes nothing
+        from onnxprune.tools.html_page import prune_page
+
+        page = prune_page(args.model, result, input_shapes=_shapes(args.input_shape),
+                          resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape)
     with StagedOutputs() as out:
         out.model(result.model, args.output)
+        if page is not None:
+            from onnxprune.tools.html_page import write_page
+
+            out.add(args.html, lambda tmp: write_page(page, tmp))
         if args.save_plan:
             out.json(args.save_plan, result.plan.to_dict())
         if args.report:
@@ -309,6 +319,8 @@ def _run_inspect(args) -> int:
         args.model, input_shapes=_shapes(args.input_shape),
         resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
     )
+    if args.html:
+        _write_inspect_page(args)
     blocks_text = None
     if args.blocks:
         info["blocks"], blocks_text = _blocks_info(args)
@@ -320,6 +332,26 @@ def _run_inspect(args) -> int:
             print()
             print(blocks_text)
     return 0
+
+
+def _write_inspect_page(args) -> None:
+    """`inspect --html PAGE`: the page, written whole or not at all."""
+    from onnxprune.model_io import StagedOutputs
+    from onnxprune.tools.html_page import write_page
+    from onnxprune.tools.page_data import graph_data
+
+    where = os.path.dirname(os.path.abspath(args.html))
+    if not os.path.isdir(where):
+        raise OnnxPruneError(f"--html: directory {where} does not exist: create it first")
+    if os.path.isdir(args.html):
+        raise OnnxPruneError(f"--html {args.html} is a directory: name a file in it")
+    data, _ = graph_data(args.model, input_shapes=_shapes(args.input_shape), resize_io=tuple(args.resize_io),
+                         resize_cache=not args.keep_cache_shape)
+    with StagedOutputs() as out:
+        out.add(args.html, lambda tmp: write_page(data, tmp))
+        out.commit()
+    print(f"page: {args.html} ({len(data['groups'])} channel groups, {len(data['blocks'])} residual blocks)",
+          file=sys.stderr)
 
 
 def _blocks_info(args) -> tuple[list[dict], str]:

@@ -71,6 +71,7 @@ def parser() -> Parser:
     ins.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", help=shape_help)
     ins.add_argument("--no-nodes", action="store_true", help="omit the per-node cost table")
     ins.add_argument("--blocks", action="store_true", help="list residual blocks (removable or why not) with their MACs")
+    ins.add_argument("--html", metavar="PAGE", help="also write an interactive HTML page of the graph, groups and blocks")
     _interface_args(ins)
     sw = sub.add_parser("sweep", help="prune several models x methods x targets, one report each and a summary")
     sw.add_argument("models", nargs="+", metavar="MODEL", help="input .onnx files")
@@ -106,6 +107,7 @@ def _prune_args(pr, shape_help: str) -> None:
     pr.add_argument("--report", metavar="JSON", help="write a JSON report (costs, groups, verification, plan)")
     pr.add_argument("--plan", metavar="JSON", help="apply this pruning plan (its channels, then its blocks)")
     pr.add_argument("--save-plan", metavar="JSON", help="write the pruning plan used")
+    pr.add_argument("--html", metavar="PAGE", help="write an interactive HTML page: graph, groups, widths, plan, trajectory")
     pr.add_argument("--recover", choices=("auto", "ls", "bias", "synthetic", "batchnorm", "sequential", "none"), default="auto",
                     help="repair what was cut, without training: ls refits the layers that read removed channels "
                          "(and folds a compensation for dropped blocks) by least squares on --calib, bias only moves "

@@ -89,9 +89,16 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     release_mapped(ws.model)  # what the search read of the weights need not stay mapped
     before = ws.cost_before()
     predicted = decision.predicted or ws.predict(decision.removed, decision.dropped)
-    groups = groups_section(ws.analysis, decision.removed, decision.criteria) if ws.analysed else None
-    blocks = blocks_section(ws.blocks, decision.dropped) if ws.blocks_found else None
     plan = decision.plan or _plan(ws, decision)
+    removed, dropped = decision.removed, decision.dropped
+    if decision.model is not None:
+        # The search made the model itself (recovered arbiter, fine-tuning): what it
+        # removed is in its plan, which names the original's weights and Adds.
+        removed = plan.to_removed(ws.analysis) if ws.analysed and plan.channels else set()
+        adds = {b["add"] for b in plan.blocks}
+        dropped = [b.id for b in ws.blocks if b.add in adds] if adds else []
+    groups = groups_section(ws.analysis, removed, decision.criteria) if ws.analysed else None
+    blocks = blocks_section(ws.blocks, dropped) if ws.blocks_found or dropped else None
     changes = interface_changes(ws.analysis, decision.removed) if ws.analysed and decision.model is None else []
     interface = [{k: v for k, v in c.items() if k != "value"} for c in changes]
     recovery, not_recovered = plan_recovery(ws, decision.removed, decision.dropped, decision.model is not None)

@@ -309,6 +309,8 @@ class _Search:
         if cands.layer is None and not cands.neurons:
             return False
         pick = self._pick(cands)
+        # Named before a recovered step replaces the parent (whose blocks are renumbered).
+        add = next((b.add for b in self.parent.blocks if b.id == cands.layer), None)
         if self.recovered:
             pick = self._recovered_step(cands, pick)
         elif pick == "layer":
@@ -316,7 +318,7 @@ class _Search:
         else:
             self.parent.removed |= cands.neurons
         self.macs, self.params = self.parent.cost(self.parent.dropped, self.parent.removed)
-        step = self._step(cands, pick)
+        step = self._step(cands, pick, add)
         if self.s.fine_tune is not None or self.s.measure or self.s.latency_target is not None:
             self._make_physical(step)
         step["seconds"] = round(time.perf_counter() - start, 4)
@@ -420,8 +422,7 @@ class _Search:
         self.parent = _tuned_parent(result.model, self.ws.options, self.s.taps, self.s.criterion, self.feeds, self.s.pool)
         return pick
 
-    def _step(self, cands: _Candidates, pick: str) -> dict:
-        add = next((b.add for b in self.parent.blocks if b.id == cands.layer), None)
+    def _step(self, cands: _Candidates, pick: str, add: str | None) -> dict:
         return {
             "iteration": len(self.steps) + 1,
             "layer_candidate": None if cands.layer is None else {

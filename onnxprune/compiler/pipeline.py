@@ -20,7 +20,7 @@ from onnxprune.compiler.workspace import Options, Workspace, analyze
 from onnxprune.passes.cost import model_cost
 from onnxprune.passes.predict import group_costs
 
-__all__ = ["PruneResult", "analyze", "inspect", "prune", "take_kept"]
+__all__ = ["PruneResult", "analyze", "describe", "inspect", "prune", "take_kept"]
 
 
 def prune(
@@ -76,7 +76,12 @@ def prune(
 
 def inspect(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True) -> dict:
     """What is prunable, what is frozen and why, and what it costs (JSON-ready)."""
-    ws = Workspace(source, Options(input_shapes=input_shapes, resize_io=tuple(resize_io), resize_cache=resize_cache))
+    return describe(Workspace(source, Options(input_shapes=input_shapes, resize_io=tuple(resize_io),
+                                              resize_cache=resize_cache)))
+
+
+def describe(ws: Workspace) -> dict:
+    """`inspect`'s answer for a Workspace already open (the HTML page reuses its analysis)."""
     an = ws.analysis
     cost = model_cost(ws.model, ws.shapes)
     per_group = group_costs(an)

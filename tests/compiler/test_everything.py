@@ -53,6 +53,12 @@ def test_recovered_arbiter_compares_recovered_candidates(calib):
     # The composed plan replays the structure (recovery is data, not structure).
     replay = prune(DIGITS, plan=result.plan)
     assert replay.report["cost"]["after"]["macs"] == report["cost"]["after"]["macs"]
+    # The report counts what the search removed, though it made the model itself: the
+    # blocks its iterations chose (named by their Adds in the original), and the units.
+    chosen = [s["layer_candidate"]["add"] for s in steps if s["choice"] == "layer"]
+    assert chosen == [b["add"] for b in result.plan.blocks]
+    assert report["blocks"]["dropped"] == report["chosen"]["layers"] == len(chosen)
+    assert report["groups"]["channels_removed"] == replay.report["groups"]["channels_removed"] > 0
 
 
 def test_rule_and_candidates(run):

@@ -1,0 +1,200 @@
+"""What the HTML page shows, as one JSON-ready dict: the graph (nodes, edges, residual
+blocks for collapsing), the channel groups with the nodes each touches, MACs and
+parameters per node, and for a prune the widths before and after, the plan, the
+interface changes and the iteration trajectory.
+
+The page (`tools/html_page.py`) draws this; nothing here knows about HTML. Counts come
+from the same places as `inspect --json` (`pipeline.inspect`, `Workspace.blocks`), so the
+page and the JSON agree by construction, and the browser test checks that they do.
+
+Node ids are positions in the analysed working copy's node list (named by
+`passes/name_nodes.py`), the same list the cost rows and channel members refer to.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx_ir as ir
+
+from onnxprune.compiler.pipeline import describe
+from onnxprune.compiler.workspace import Options, Workspace
+from onnxprune.passes.blocks import block_macs
+from onnxprune.passes.rules import record
+from onnxprune.tools.inspect_blocks import blocks_json
+
+FORMAT = "onnxprune.page/1"
+
+
+def _dims(shape) -> list:
+    return [d if isinstance(d, int) else None for d in shape] if shape is not None else []
+
+
+def _width_slot(node: ir.Node):
+    """The input index and layout of the weight that makes `node`'s features (a Conv,
+    Gemm or MatMul weight, not a bias), or None."""
+    rec = record(node)
+    if rec is None or rec.weights is None:
+        return None
+    for index, slot in rec.weights(node).items():
+        if slot.in_axis is not None and index < len(node.inputs) and node.inputs[index] is not None:
+            return index, slot
+    return None
+
+
+def widths(model: ir.Model) -> dict[str, dict]:
+    """Output and input features of every node with a weight, by node name."""
+    out = {}
+    for node in model.graph:
+        found = _width_slot(node)
+        if found is None:
+            continue
+        index, slot = found
+        shape = node.inputs[index].shape
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            continue
+        out[node.name] = {"op": node.op_type, "out": int(shape[slot.out_axis]), "in": int(shape[slot.in_axis])}
+    return out
+
+
+COLLAPSE_ABOVE = 200  # units on the first view beyond which name scopes collapse too
+
+
+def _scope(name: str, depth: int) -> tuple[str, ...] | None:
+    """The first `depth` name scopes of a node (`/layer1/layer1.0/conv1/Conv` at depth 2:
+    ("layer1", "layer1.0")), or None when its name has fewer."""
+    parts = [p for p in name.split("/") if p][:-1]
+    return tuple(parts[:depth]) if len(parts) >= depth else None
+
+
+def scopes(node_rows: list[dict], visible_blocks: int, limit: int = COLLAPSE_ABOVE) -> list[dict]:
+    """Name scopes to collapse when blocks alone leave more than `limit` units (a graph
+    with few residual blocks: DenseNet, detection necks, Keras and TorchScript exports
+    name their nodes by scope). The deepest depth that gets under `limit` is taken, else
+    the shallowest; a scope of one node stays a node. Nodes in blocks are not scoped."""
+    loose = [i for i, n in enumerate(node_rows) if n["block"] is None]
+    if len(loose) + visible_blocks <= limit:
+        return []
+    best = None
+    for depth in (3, 2, 1):
+        found: dict[tuple, list[int]] = {}
+        for i in loose:
+            key = _scope(node_rows[i]["name"], depth)
+            if key is not None:
+                found.setdefault(key, []).append(i)
+        found = {k: v for k, v in found.items() if len(v) > 1}
+        units = len(loose) - sum(len(v) for v in found.values()) + len(found) + visible_blocks
+        best = found
+        if units <= limit:
+            break
+    return [{"id": k, "name": "/".join(key), "nodes": nodes} for k, (key, nodes) in enumerate(sorted(best.items()))]
+
+
+def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True,
+               collapse_above: int = COLLAPSE_ABOVE) -> tuple[dict, Workspace]:
+    """The page's data for `source` (path or ir.Model), and the Workspace it came from."""
+    ws = Workspace(source, Options(input_shapes=input_shapes, resize_io=tuple(resize_io), resize_cache=resize_cache))
+    info = describe(ws)
+    nodes = list(ws.analysis.nodes)  # the order of info["nodes"] and of the members
+    by_name = {n.name: i for i, n in enumerate(nodes)}
+    costs = block_macs(ws.model, ws.blocks, ws.shapes)
+    blocks = blocks_json(ws.blocks, costs, total_macs=info["total"]["macs"])
+
+    # Each node belongs to the largest block whose branch, shortcut or Add holds it: a
+    # collapsed block hides everything inside it, nested blocks included.
+    owner: dict[int, int] = {}
+    for b in sorted(ws.blocks, key=lambda b: -len(b.branch)):
+        members = [by_name[n] for n in (*b.branch, *b.shortcut, b.add) if n in by_name]
+        for i in members:
+            owner.setdefault(i, b.id)
+    for row in blocks:
+        row["nodes"] = sorted(i for i, b in owner.items() if b == row["id"])
+        row.pop("branch", None)  # node ids above say the same, in fewer bytes
+        row.pop("shortcut", None)
+
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for v in n.outputs:
+            if v is not None and v.name:
+                producer[v.name] = i
+    graph_inputs = [v for v in ws.model.graph.inputs]
+    edges = set()
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v is None or not v.name or v.const_value is not None:
+                continue
+            consumers.setdefault(v.name, []).append(i)
+            if v.name in producer:
+                edges.add((producer[v.name], i))
+
+    node_rows = []
+    for i, (n, cost) in enumerate(zip(nodes, info["nodes"])):
+        node_rows.append({
+            "name": n.name, "op": n.op_type, "macs": cost["macs"], "params": cost["params"],
+            "block": owner.get(i),
+            "in": [v.name for v in n.inputs if v is not None and v.name and v.const_value is None],
+            "weights": [v.name for v in n.inputs if v is not None and v.const_value is not None],
+            "out": [v.name for v in n.outputs if v is not None],
+        })
+
+    scope_rows = scopes(node_rows, len(blocks), collapse_above)
+    for row in node_rows:
+        row["scope"] = None
+    for sc in scope_rows:
+        for i in sc["nodes"]:
+            node_rows[i]["scope"] = sc["id"]
+
+    groups = []
+    for g in info["groups"]:
+        touched = set()
+        for m in g["members"]:
+            if m["kind"] == "value":
+                if m["tensor"] in producer:
+                    touched.add(producer[m["tensor"]])
+            else:
+                touched.update(i for i, n in enumerate(node_rows) if m["tensor"] in n["weights"])
+        groups.append({**{k: v for k, v in g.items() if k != "members"}, "members": len(g["members"]),
+                       "nodes": sorted(touched)})
+
+    data = {
+        "format": FORMAT,
+        "model": os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "model",
+        "input_shapes": info["input_shapes"],
+        "total": info["total"],
+        "inputs": [{"name": v.name, "shape": _dims(v.shape), "to": consumers.get(v.name, [])} for v in graph_inputs],
+        "outputs": [{"name": v.name, "shape": _dims(v.shape), "from": producer.get(v.name)}
+                    for v in ws.model.graph.outputs],
+        "nodes": node_rows,
+        "edges": sorted(edges),
+        "groups": groups,
+        "blocks": blocks,
+        "scopes": scope_rows,
+        "prune": None,
+    }
+    return data, ws
+
+
+def prune_data(before: ir.Model, after: ir.Model, report: dict, plan: dict) -> dict:
+    """What a prune did: widths per layer before and after (a node the prune deleted has
+    `after` null), the plan, interface changes, costs, recovery and the iterations."""
+    w_before, w_after = widths(before), widths(after)
+    layers = []
+    for name, w in w_before.items():
+        a = w_after.get(name)
+        layers.append({"node": name, "op": w["op"], "out_before": w["out"], "in_before": w["in"],
+                       "out_after": None if a is None else a["out"], "in_after": None if a is None else a["in"]})
+    keep = ("method", "settings", "cost", "latency", "interface", "verification", "iterations", "chosen",
+            "target_reached", "stopped_because", "accuracy", "blocks", "groups")
+    out = {k: report.get(k) for k in keep}
+    if out.get("groups") is not None:
+        out["groups"] = {k: v for k, v in out["groups"].items() if k != "detail"}
+        out["groups"]["removed_by_group"] = {row["id"]: row["removed"] for row in report["groups"]["detail"]}
+    rec = report.get("recovery") or {}
+    out["recovery"] = {k: rec.get(k) for k in ("requested", "ran", "why_not", "data", "calibration_samples")}
+    out["recovery"]["layers"] = [
+        {k: r.get(k) for k in ("node", "error_before", "error_after", "refit", "iteration")} for r in rec.get("layers", [])
+    ]
+    out["widths"] = layers
+    out["plan"] = plan
+    return out
