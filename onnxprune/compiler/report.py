@@ -19,14 +19,32 @@ Keys (always present; null where a method has nothing to say):
 - ``target_reached``: whether a search met its target (null for one-shot methods), and
   ``stopped_because``: why it stopped short and what to do (else null).
 The CLI adds ``accuracy`` (with ``--eval``) and ``plan``.
+
+The schema ships in the package: ``onnxprune/schemas/report-1.schema.json`` (JSON Schema
+draft 2020-12, ``$id`` ``urn:onnxprune:schema:report:1``), read by `report_schema()`.
+Versioning: adding a key (or a value a key may take) keeps version 1 — the schema's
+objects accept keys they do not list, so readers written against version 1 keep working;
+renaming, removing or retyping a key (or making a non-null key nullable) bumps `FORMAT`
+to ``onnxprune.report/2`` and ships ``report-2.schema.json`` next to the old file, which
+stays unchanged for reports already written.
 """
 
 from __future__ import annotations
+
+import json
+from importlib import resources
 
 from onnxprune.passes.channel_analysis import ChannelAnalysis
 from onnxprune.passes.cost import CostReport
 
 FORMAT = "onnxprune.report/1"
+SCHEMA_VERSION = int(FORMAT.rsplit("/", 1)[1])
+
+
+def report_schema(version: int = SCHEMA_VERSION) -> dict:
+    """The JSON Schema of report format `version` (shipped as onnxprune/schemas/report-<version>.schema.json)."""
+    path = resources.files("onnxprune").joinpath("schemas", f"report-{version}.schema.json")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def fraction_removed(before: int, after: int) -> float:

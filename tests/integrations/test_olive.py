@@ -1,0 +1,124 @@
+"""The Olive pass (onnxprune/integrations/olive.py) in real Olive workflows on the
+committed digits ResNet-20: the output model is smaller, runs in ONNX Runtime with the
+same interface, the report travels with it, and bad settings fail in one line before
+anything is written."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+# Olive sends telemetry by default; tests must not reach the network.
+os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+pytest.importorskip(
+    "olive",
+    reason="olive-ai needs torch, not in CI's install; run in a venv with `pip install olive-ai`",
+)
+
+from olive.workflows import run as olive_run
+from support import (
+    DIGITS,
+    DIGITS_MODEL,
+    input_signature,
+    measured_cost,
+    output_signature,
+    session,
+)
+
+from onnxprune.integrations.olive import OnnxPruneConfigError, package_config
+
+CALIB = str(DIGITS / "digits_calib.npz")
+
+
+def workflow(tmp_path, passes: dict) -> dict:
+    return {
+        "input_model": {"type": "ONNXModel", "model_path": str(DIGITS_MODEL)},
+        "systems": {"local": {"type": "LocalSystem",
+                              "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
+        "host": "local",
+        "target": "local",
+        "passes": passes,
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "out"),
+        "log_severity_level": 3,
+    }
+
+
+def run_workflow(tmp_path, passes: dict) -> str:
+    """Run the workflow; the path of the output model."""
+    olive_run(workflow(tmp_path, passes), package_config=package_config(), tempdir=str(tmp_path))
+    config = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]
+    return os.path.join(config["model_path"], config["onnx_file_name"])
+
+
+def check_pruned(path: str) -> dict:
+    """Smaller than the input, valid, same interface, runs; the report beside it."""
+    original, pruned = onnx.load(str(DIGITS_MODEL)), onnx.load(path)
+    onnx.checker.check_model(pruned)
+    assert input_signature(pruned) == input_signature(original)
+    assert output_signature(pruned) == output_signature(original)
+    before, after = measured_cost(original), measured_cost(pruned)
+    assert after["macs"] < before["macs"] and after["params"] < before["params"]
+
+    x = np.load(CALIB)["x"][:4]
+    sess = session(path)
+    (logits,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+    report = json.loads((Path(path).parent / "onnxprune_report.json").read_text())
+    assert report["cost"]["after"]["macs"] < report["cost"]["before"]["macs"]
+    return report
+
+
+def test_everything_in_a_workflow(tmp_path):
+    path = run_workflow(tmp_path, {
+        "prune": {"type": "OnnxPrune", "method": "everything", "target_flops": 0.2,
+                  "calibration": CALIB, "samples": 64},
+    })
+    report = check_pruned(path)
+    assert report["method"] == "everything" and report["target_reached"] is True
+    assert report["cost"]["macs_reduction"] >= 0.2
+    assert report["recovery"]["data"] != "synthesized"  # refit on the calibration file
+
+
+def test_channels_then_an_olive_pass(tmp_path):
+    # The package config keeps Olive's own passes, and the report follows the model through them.
+    path = run_workflow(tmp_path, {
+        "prune": {"type": "OnnxPrune", "ratio": 0.5, "criterion": "l1"},
+        "peephole": {"type": "OnnxPeepholeOptimizer", "onnxoptimizer_optimize": False},
+    })
+    report = check_pruned(path)
+    assert report["method"] == "channels"
+    assert report["cost"]["macs_reduction"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"method": "blocks"}, "method must be one of channels, layers, everything"),
+        ({"ratio": 1.5}, r"ratio is the fraction of channels to remove, in \[0, 1\)"),
+        ({"ratio": "half"}, "ratio: Input should be a valid number"),
+        ({"ratoi": 0.3}, "unknown parameter 'ratoi': did you mean 'ratio'"),
+        ({"method": "everything", "target_flops": 0.2}, "needs calibration data: set calibration"),
+        ({"method": "layers", "calibration": CALIB}, "needs a target: set target_flops"),
+        ({"target_flops": 0.2}, "target_flops is for method layers or everything"),
+        ({"criterion": "wanda"}, "scores channels on calibration data"),
+        ({"calibration": "missing.npz"}, "does not exist"),
+        ({"report_name": "sub/report.json"}, "no folders"),
+    ],
+)
+def test_bad_config_fails_in_one_line_before_any_work(tmp_path, settings, message):
+    with pytest.raises(OnnxPruneConfigError, match=message) as err:
+        run_workflow(tmp_path, {"prune": {"type": "OnnxPrune", **settings}})
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_importing_onnxprune_does_not_import_olive():
+    code = ("import sys, onnxprune, onnxprune.cli, onnxprune.compiler.pipeline, onnxprune.integrations; "
+            "assert 'olive' not in sys.modules, 'olive imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
