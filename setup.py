@@ -25,6 +25,9 @@ setup(
         "plot": ["matplotlib>=3.6"],
         # Candidates scored in worker processes or on a cluster (--workers, --ray).
         "ray": ["ray>=2.9"],
+        # onnxprune as an Olive pass (onnxprune/integrations/olive.py). olive-ai needs torch,
+        # so never in CI's install; it imports requests without declaring it (0.13.0).
+        "olive": ["olive-ai>=0.13", "requests"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "onnx-tool>=0.9", "matplotlib>=3.6", "Pillow>=9",
                  "ray>=2.9", "jsonschema>=4", "playwright>=1.40"],
         # Exporters, to rebuild the committed fixtures (models/): never in CI's install.

@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, "models/transformers")
-from zoo_transformers import ViT  # noqa: E402
+from zoo_transformers import ViT
 
 
 def main(path: str) -> None:

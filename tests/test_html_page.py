@@ -56,7 +56,8 @@ def pages(tmp_path_factory):
 
 
 def test_page_is_one_self_contained_file(pages):
-    text = open(pages["resnet20"], encoding="utf-8").read()
+    with open(pages["resnet20"], encoding="utf-8") as f:
+        text = f.read()
     # Nothing fetched when viewed: no external script, style, font or image.
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", text)
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
@@ -197,7 +198,8 @@ def test_scopes_collapse_when_blocks_are_not_enough(pages, open_page):
 
 
 def test_prune_page_shows_what_the_prune_did(pages, open_page):
-    report = json.load(open(pages["report"]))
+    with open(pages["report"]) as f:
+        report = json.load(f)
     page, errors = open_page(pages["prune"])
     assert page.locator('.tab[data-tab="prune"]').is_visible()
     text = page.inner_text("#tab-prune")
@@ -223,8 +225,9 @@ def test_page_of_a_pruned_width_matches_the_model(pages):
     """The widths the page shows are the emitted model's: checked against its weights."""
     import onnx
 
-    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>',
-                                open(pages["prune"], encoding="utf-8").read(), re.S).group(1))
+    with open(pages["prune"], encoding="utf-8") as f:
+        text = f.read()
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.DOTALL).group(1))
     pruned = onnx.load(os.path.join(os.path.dirname(pages["prune"]), "pruned.onnx"))
     weights = {i.name: tuple(i.dims) for i in pruned.graph.initializer}
     convs = {n.name: weights.get(n.input[1]) for n in pruned.graph.node if n.op_type == "Conv"}
