@@ -50,7 +50,7 @@ def _run_prune(args) -> int:
 
         labelled = load_labelled(args.eval)
     calib = _calibration(args)
-    strategy = _strategy(args, calib)
+    strategy = _strategy(args, calib, labelled)
     options = Options(
         input_shapes=_shapes(args.input_shape), ignore=tuple(args.ignore), resize_io=tuple(args.resize_io),
         resize_cache=not args.keep_cache_shape, calibration=calib,
@@ -111,7 +111,7 @@ def _calibration(args):
     )
 
 
-def _strategy(args, calib):
+def _strategy(args, calib, labelled=None):
     """The strategy the command line asks for (a saved plan, or --method)."""
     if args.plan:
         from onnxprune.compiler.channels import PlanStrategy
@@ -121,7 +121,7 @@ def _strategy(args, calib):
             raise UsageError("--plan replays a saved plan (its channels, then its blocks): drop --method")
         return PlanStrategy(PruningPlan.load(args.plan))
     if args.method in ("layers", "everything"):
-        return _cka_strategy(args, calib)
+        return _cka_strategy(args, calib, labelled)
     from onnxprune.compiler.channels import ChannelsStrategy
 
     if args.workers > 1 or args.ray:
@@ -134,7 +134,7 @@ def _strategy(args, calib):
     return ChannelsStrategy(args.ratio, args.criterion, args.global_ranking, args.round_to, kind_ratios)
 
 
-def _cka_strategy(args, calib):
+def _cka_strategy(args, calib, labelled=None):
     from onnxprune.compiler.everything import EverythingStrategy
     from onnxprune.compiler.layers import LayersStrategy
     from onnxprune.compiler.target import Target
@@ -154,9 +154,15 @@ def _cka_strategy(args, calib):
                   pool=_pool(args))
     if args.method == "layers":
         return LayersStrategy(calib, target, **common)
+    evaluate = None
+    if labelled is not None:  # --eval: each iteration's accuracy in the report (and the page's chart)
+        from onnxprune.runtime.evaluate import accuracy
+
+        def evaluate(model):
+            return accuracy(model, *labelled)
     return EverythingStrategy(
         calib, target, criterion="l1" if args.criterion == "auto" else args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
-        latency_target=args.target_latency, seed=args.seed, **common,
+        latency_target=args.target_latency, seed=args.seed, evaluate=evaluate, **common,
     )
 
 

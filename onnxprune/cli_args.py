@@ -115,7 +115,7 @@ def _prune_args(pr, shape_help: str) -> None:
                          "means read off the model's BatchNorm statistics into the bias (data-free), sequential "
                          "refits one layer at a time from the pruned model's own inputs (slower), none keeps "
                          "the plain cut (default auto: ls with --calib, synthetic without)")
-    pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y) to report top-1 accuracy before and after")
+    pr.add_argument("--eval", metavar="NPZ", help="labelled data (x, y): top-1 accuracy before and after (everything: every iteration too)")
     _interface_args(pr)
 
 

@@ -27,6 +27,7 @@ VIT = os.path.join(ROOT, "models", "transformers", "vit.onnx")
 YOLO = os.path.join(ROOT, "models", "detection", "yolov8n_tiny.onnx")  # few residual blocks, many scoped nodes
 DIGITS = os.path.join(ROOT, "models", "digits", "digits_resnet.onnx")
 DIGITS_CALIB = os.path.join(ROOT, "models", "digits", "digits_calib.npz")
+DIGITS_TEST = os.path.join(ROOT, "models", "digits", "digits_test.npz")
 CHROMIUM = os.environ.get("ONNXPRUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a closed network: without the background ones Chromium keeps trying to reach Google.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -49,7 +50,7 @@ def pages(tmp_path_factory):
     out["prune"] = str(d / "prune.html")
     report = str(d / "report.json")
     argv = ["prune", DIGITS, "-o", str(d / "pruned.onnx"), "--method", "everything", "--calib", DIGITS_CALIB,
-            "--samples", "64", "--target-flops", "0.2", "--report", report, "--html", out["prune"]]
+            "--samples", "64", "--target-flops", "0.2", "--report", report, "--html", out["prune"], "--eval", DIGITS_TEST]
     assert main(argv) == 0
     out["report"] = report
     return out
@@ -214,7 +215,9 @@ def test_prune_page_shows_what_the_prune_did(pages, open_page):
     dropped = {b["add"] for b in pruned_plan["blocks"]}
     assert page.locator(".unit.block.dropped").count() == len(dropped) == report["blocks"]["dropped"]
     # One chart per series family, drawn by uPlot (a canvas each).
-    for chart in ("#chart-widths", "#chart-cka", "#chart-macs"):
+    # --eval scores every iteration; the last one's model is the emitted one.
+    assert report["iterations"][-1]["accuracy"] == report["accuracy"]["after"]
+    for chart in ("#chart-widths", "#chart-cka", "#chart-macs", "#chart-accuracy", "#chart-latency"):
         assert page.locator(f"{chart} canvas").count() >= 1, chart
     its = page.eval_on_selector_all("#iterations-table tr", "rs => rs.length - 1")
     assert its == len(report["iterations"])

@@ -205,14 +205,17 @@ def _touched_nodes(parent: _Parent, groups) -> list[int]:
 class EverythingStrategy:
     """See the module docstring. `latency_target` (fraction of latency to remove) stops
     on ONNX Runtime's measured latency; `measure` records latency every iteration;
-    `on_step(parent, step)` is called after each iteration (after fine-tuning)."""
+    `on_step(parent, step)` is called after each iteration (after fine-tuning);
+    `evaluate(model) -> float` (e.g. top-1 accuracy on labelled data) scores each
+    iteration's model, recovered where recovery runs, before any fine-tuning, into the
+    step's ``accuracy``."""
 
     method = "everything"
 
     def __init__(self, calib: CalibrationData, target: Target, *, criterion="l1", arbiter="cka", scope="internal",
                  min_per_stage=2, taps=None, fine_tune: Callable | None = None, measure=True,
                  latency_target: float | None = None, seed=0, debiased=False, backend="auto", progress=None,
-                 max_iterations=1000, on_step: Callable | None = None, pool=None):
+                 max_iterations=1000, on_step: Callable | None = None, pool=None, evaluate: Callable | None = None):
         if arbiter not in ARBITERS:
             raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")
         if scope not in ("internal", "all"):
@@ -226,6 +229,7 @@ class EverythingStrategy:
         self.latency_target, self.seed, self.debiased, self.backend = latency_target, seed, debiased, backend
         self.progress, self.max_iterations, self.on_step = progress, max_iterations, on_step
         self.pool = pool  # runtime/distributed.WorkerPool, or None: candidates run here
+        self.evaluate = evaluate
 
     def search(self, ws: Workspace) -> Decision:
         search = _Search(self, ws)
@@ -319,7 +323,7 @@ class _Search:
             self.parent.removed |= cands.neurons
         self.macs, self.params = self.parent.cost(self.parent.dropped, self.parent.removed)
         step = self._step(cands, pick, add)
-        if self.s.fine_tune is not None or self.s.measure or self.s.latency_target is not None:
+        if self.s.fine_tune is not None or self.s.measure or self.s.latency_target is not None or self.s.evaluate:
             self._make_physical(step)
         step["seconds"] = round(time.perf_counter() - start, 4)
         self.steps.append(step)
@@ -448,6 +452,8 @@ class _Search:
             self.latency = measure_latency(physical, self.latency_feeds)
             step["latency_s"] = self.latency
             step["latency_speedup"] = round(self.base_latency / self.latency, 4)
+        if s.evaluate is not None:
+            step["accuracy"] = float(s.evaluate(physical))
         if s.fine_tune is not None:
             self.history.append(plan)
             self.parent = _tuned_parent(_as_model(s.fine_tune(physical)), self.ws.options, s.taps, s.criterion,

@@ -422,14 +422,15 @@
         : [["dropped block", get((s) => s.cka)]];
       addChart(box, "chart-cka", "CKA to the parent", x, cka);
       addChart(box, "chart-macs", "MACs removed (%)", x, [["MACs", get((s) => 100 * s.macs_reduction)]]);
+      if (its.some((s) => s.accuracy !== undefined)) addChart(box, "chart-accuracy", "top-1 accuracy (%)", x, [["accuracy", get((s) => s.accuracy !== undefined ? 100 * s.accuracy : null)]]);
       if (its.some((s) => s.latency_s !== undefined)) addChart(box, "chart-latency", "latency (ms)", x, [["latency", get((s) => s.latency_s && 1e3 * s.latency_s)]]);
       if (P.method === "everything") {
         const t = el("table", { class: "rows", id: "iterations-table" });
-        t.append(trOf(["th", "iteration", "choice", "CKA layer", "CKA neurons", "MACs removed"]));
-        for (const s of its) t.append(trOf(["td", s.iteration, s.choice, fmt(s.layer_candidate && s.layer_candidate.cka), fmt(s.neuron_candidate && s.neuron_candidate.cka), pct(s.macs_reduction)]));
+        t.append(trOf(["th", "iteration", "choice", "CKA layer", "CKA neurons", "MACs removed", "accuracy"]));
+        for (const s of its) t.append(trOf(["td", s.iteration, s.choice, fmt(s.layer_candidate && s.layer_candidate.cka), fmt(s.neuron_candidate && s.neuron_candidate.cka), pct(s.macs_reduction), s.accuracy === undefined ? "–" : pct(s.accuracy)]));
         box.append(t);
       }
-      if (!P.accuracy) box.append(el("p", { class: "note" }, "accuracy: pass --eval DATA to see it before and after (it is not measured per iteration)"));
+      if (!its.some((s) => s.accuracy !== undefined)) box.append(el("p", { class: "note" }, "accuracy: pass --eval DATA (everything-at-once measures it every iteration)"));
     }
   }
   const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(4));
