@@ -186,6 +186,55 @@ def _take(tensor, keep_by_axis: dict[int, np.ndarray]):
     return out.contiguous() if hasattr(out, "contiguous") else np.ascontiguousarray(out)
 
 
+def _mapped_key(an, state_dict, value, uses) -> tuple[str, bool] | None:
+    """The state_dict key of constant `value`, and whether it is the key's transpose."""
+    if value.name in state_dict:
+        return value.name, False
+    for ni, ii in uses:
+        node = an.nodes[ni]
+        slot = _weight_slot(node, ii)
+        owner = _owner(an, node, state_dict)
+        if slot is None or owner is None:
+            continue
+        path, transposed = owner
+        key = f"{path}.{'bias' if slot.in_axis is None else 'weight'}"
+        if key in state_dict:
+            return key, transposed and slot.in_axis is not None
+    return None
+
+
+def _twins(an, state_dict, key: str, uses, shape: tuple) -> list[str]:
+    """Other keys sharing `key`'s constant. Exporters write one constant for parameters
+    with identical values (two LayerNorms at their initial ones): the other readers'
+    modules lose the same entries. TorchScript reads it through an Identity named like
+    the other key; dynamo reads it directly, from nodes in the other module's scope. Not
+    for a transposed key (the caller's check): a Linear's pre-transposed copy is its own."""
+    module, _, attr = key.rpartition(".")
+    twins = []
+    for ni, _ in uses:
+        node = an.nodes[ni]
+        if node.op_type == "Identity" and node.outputs[0].name in state_dict:
+            twin = node.outputs[0].name
+        else:
+            owner = _owner(an, node, state_dict)
+            twin = f"{owner[0]}.{attr}" if owner is not None and owner[0] != module else None
+        if twin is not None and twin in state_dict and tuple(state_dict[twin].shape) == shape and twin not in twins:
+            twins.append(twin)
+    return twins
+
+
+def _dropped_modules(an, plan: PruningPlan, keys: list[str]) -> list[str]:
+    """Per dropped block, the innermost module holding every node of its branch."""
+    dropped: list[str] = []
+    by_name = {n.name: n for n in an.nodes}
+    for block in plan.blocks:
+        branch = [by_name[n] for n in block.get("branch", []) if n in by_name]
+        path = _innermost_common([node_scopes(n) for n in branch]) if branch else None
+        if path is not None and any(k.startswith(path + ".") for k in keys) and path not in dropped:
+            dropped.append(path)
+    return dropped
+
+
 def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=None, drop_blocks: bool = False):
     """A new state_dict with the plan applied, and a report of what matched."""
     loaded = model if not isinstance(model, (str, bytes)) and hasattr(model, "graph") else load_model(model)
@@ -196,22 +245,6 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
     out = dict(state_dict)
     sliced, unmapped = {}, []
     slicings = const_slicings(an, removed)
-
-    def mapped_key(value, uses) -> tuple[str, bool] | None:
-        """The state_dict key of constant `value`, and whether it is the key's transpose."""
-        if value.name in state_dict:
-            return value.name, False
-        for ni, ii in uses:
-            node = an.nodes[ni]
-            slot = _weight_slot(node, ii)
-            owner = _owner(an, node, state_dict)
-            if slot is None or owner is None:
-                continue
-            path, transposed = owner
-            key = f"{path}.{'bias' if slot.in_axis is None else 'weight'}"
-            if key in state_dict:
-                return key, transposed and slot.in_axis is not None
-        return None
 
     for value, how in slicings.items():
         if how is None:
@@ -225,7 +258,7 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
             uses = [k for k in an.const_dims if an.nodes[k[0]].inputs[k[1]] is value]
             key_tuple = how
         masks = {axis: mask for axis, _, mask in key_tuple}
-        found = mapped_key(value, uses)
+        found = _mapped_key(an, state_dict, value, uses)
         if found is None:
             # A bias folded in from a BatchNorm: the conv's weight carries the mapping.
             if any(_is_bias(an.nodes[ni], ii) for ni, ii in uses):
@@ -246,21 +279,8 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
         if transposed:
             sliced[key]["transposed"] = True
         else:
-            # Exporters write one constant for parameters with identical values (two
-            # LayerNorms at their initial ones): the other readers' modules lose the same
-            # entries. TorchScript reads it through an Identity named like the other key;
-            # dynamo reads it directly, from nodes in the other module's scope. Not for a
-            # transposed key: a Linear's pre-transposed copy is its own.
-            module, _, attr = key.rpartition(".")
-            for ni, _ in uses:
-                node = an.nodes[ni]
-                owner = _owner(an, node, state_dict)
-                if node.op_type == "Identity" and node.outputs[0].name in state_dict:
-                    twin = node.outputs[0].name
-                else:
-                    twin = f"{owner[0]}.{attr}" if owner is not None and owner[0] != module else None
-                if (twin is not None and twin in state_dict and twin not in sliced
-                        and tuple(state_dict[twin].shape) == shape):
+            for twin in _twins(an, state_dict, key, uses, shape):
+                if twin not in sliced:
                     out[twin] = _take(state_dict[twin], masks)
                     sliced[twin] = {"from": f"{value.name} (shared with {key})",
                                     "axes": {a: int((~m).sum()) for a, m in masks.items()}}
@@ -272,13 +292,7 @@ def apply_plan(state_dict: Mapping, plan: PruningPlan, model, *, input_shapes=No
                     if full in state_dict and full not in sliced:
                         out[full] = _take(state_dict[full], {0: masks[0]})
                         sliced[full] = {"from": f"BatchNorm after {key}", "axes": {0: int((~masks[0]).sum())}}
-    dropped = []
-    by_name = {n.name: n for n in an.nodes}
-    for block in plan.blocks:
-        branch = [by_name[n] for n in block.get("branch", []) if n in by_name]
-        path = _innermost_common([node_scopes(n) for n in branch]) if branch else None
-        if path is not None and any(k.startswith(path + ".") for k in keys) and path not in dropped:
-            dropped.append(path)
+    dropped = _dropped_modules(an, plan, keys)
     if drop_blocks:
         for prefix in dropped:
             for k in [k for k in out if k.startswith(prefix + ".")]:

@@ -90,6 +90,38 @@ def scopes(node_rows: list[dict], visible_blocks: int, limit: int = COLLAPSE_ABO
     return [{"id": k, "name": "/".join(key), "nodes": nodes} for k, (key, nodes) in enumerate(sorted(best.items()))]
 
 
+def _wiring(nodes: list[ir.Node]) -> tuple[dict[str, int], dict[str, list[int]], set[tuple[int, int]]]:
+    """Producer of each value, consumers of each non-constant value, and node-to-node edges."""
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for v in n.outputs:
+            if v is not None and v.name:
+                producer[v.name] = i
+    edges = set()
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v is None or not v.name or v.const_value is not None:
+                continue
+            consumers.setdefault(v.name, []).append(i)
+            if v.name in producer:
+                edges.add((producer[v.name], i))
+    return producer, consumers, edges
+
+
+def _group_row(g: dict, producer: dict[str, int], node_rows: list[dict]) -> dict:
+    """`inspect`'s group row with the nodes it touches (producers of its activations,
+    readers of its weights) instead of the member list."""
+    touched = set()
+    for m in g["members"]:
+        if m["kind"] == "value":
+            if m["tensor"] in producer:
+                touched.add(producer[m["tensor"]])
+        else:
+            touched.update(i for i, n in enumerate(node_rows) if m["tensor"] in n["weights"])
+    return {**{k: v for k, v in g.items() if k != "members"}, "members": len(g["members"]), "nodes": sorted(touched)}
+
+
 def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True,
                collapse_above: int = COLLAPSE_ABOVE) -> tuple[dict, Workspace]:
     """The page's data for `source` (path or ir.Model), and the Workspace it came from."""
@@ -112,21 +144,8 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
         row.pop("branch", None)  # node ids above say the same, in fewer bytes
         row.pop("shortcut", None)
 
-    producer: dict[str, int] = {}
-    for i, n in enumerate(nodes):
-        for v in n.outputs:
-            if v is not None and v.name:
-                producer[v.name] = i
-    graph_inputs = [v for v in ws.model.graph.inputs]
-    edges = set()
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for v in n.inputs:
-            if v is None or not v.name or v.const_value is not None:
-                continue
-            consumers.setdefault(v.name, []).append(i)
-            if v.name in producer:
-                edges.add((producer[v.name], i))
+    producer, consumers, edges = _wiring(nodes)
+    graph_inputs = list(ws.model.graph.inputs)
 
     node_rows = []
     for i, (n, cost) in enumerate(zip(nodes, info["nodes"])):
@@ -145,17 +164,7 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
         for i in sc["nodes"]:
             node_rows[i]["scope"] = sc["id"]
 
-    groups = []
-    for g in info["groups"]:
-        touched = set()
-        for m in g["members"]:
-            if m["kind"] == "value":
-                if m["tensor"] in producer:
-                    touched.add(producer[m["tensor"]])
-            else:
-                touched.update(i for i, n in enumerate(node_rows) if m["tensor"] in n["weights"])
-        groups.append({**{k: v for k, v in g.items() if k != "members"}, "members": len(g["members"]),
-                       "nodes": sorted(touched)})
+    groups = [_group_row(g, producer, node_rows) for g in info["groups"]]
 
     data = {
         "format": FORMAT,
