@@ -162,7 +162,7 @@ def _cka_strategy(args, calib, labelled=None):
             return accuracy(model, *labelled)
     return EverythingStrategy(
         calib, target, criterion="l1" if args.criterion == "auto" else args.criterion, arbiter=args.arbiter, scope=args.scope, fine_tune=fine_tune,
-        latency_target=args.target_latency, seed=args.seed, evaluate=evaluate, **common,
+        latency_target=args.target_latency, seed=args.seed, evaluate=evaluate, neuron_steps=args.neuron_steps, **common,
     )
 
 

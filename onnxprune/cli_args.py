@@ -143,6 +143,9 @@ def _cka_args(cka) -> None:
                      help="everything: neuron candidates from block-internal groups only (default, as in the paper) or all")
     cka.add_argument("--arbiter", choices=("cka", "layers", "neurons", "random"), default="cka",
                      help="everything: how to choose between the two candidates (default cka; others are baselines)")
+    cka.add_argument("--neuron-steps", choices=("equal", "grow"), default="equal",
+                     help="everything: equal (the paper: each neuron step has the layer candidate's MACs) or grow "
+                          "(2x, 4x, up to 8x while neurons keep winning; a block still wins only at equal MACs)")
     cka.add_argument("--workers", type=at_least(1), default=1, metavar="N",
                      help="layers/everything: score candidates in N local Ray worker processes (pip install onnxprune[ray])")
     cka.add_argument("--ray", metavar="ADDRESS", help="layers/everything: run the workers on this Ray cluster")

@@ -25,6 +25,14 @@ not on the residual stream (no member is a block's entry or exit). The report sa
 `arbiter` chooses differently for the paper's baselines: "layers" (layer candidate only),
 "neurons" (neuron candidate only), "random" (a coin between the two).
 
+`neuron_steps="grow"` takes larger neuron steps while the arbiter's choice is stable:
+after neurons won twice in a row, the neuron candidate is sized at 2×, then 4×, then at
+most 8× the layer candidate's MACs (never past the MAC target). It is compared with the
+layer candidate as it is; if the block wins against the grown step, the neuron candidate
+is scored again at equal MACs and the paper's rule decides, so a block is never chosen
+because the neuron step was larger. The first layer choice resets the schedule. Each
+step records its scale. The default, "equal", is the paper's schedule.
+
 What this does not do: prune the residual stream unless `scope="all"`, fine-tune by
 itself, or price latency in the choice (latency is measured, not predicted).
 """
@@ -62,6 +70,8 @@ from onnxprune.runtime.probe import Candidate, ProbeModel
 from onnxprune.runtime.session import measure_latency, tapped_features
 
 ARBITERS = ("cka", "layers", "neurons", "random")
+NEURON_STEPS = ("equal", "grow")
+GROW_AFTER, GROW_MAX = 2, 8  # neuron wins in a row before steps grow; the largest multiple
 
 
 @dataclass
@@ -215,9 +225,12 @@ class EverythingStrategy:
     def __init__(self, calib: CalibrationData, target: Target, *, criterion="l1", arbiter="cka", scope="internal",
                  min_per_stage=2, taps=None, fine_tune: Callable | None = None, measure=True,
                  latency_target: float | None = None, seed=0, debiased=False, backend="auto", progress=None,
-                 max_iterations=1000, on_step: Callable | None = None, pool=None, evaluate: Callable | None = None):
+                 max_iterations=1000, on_step: Callable | None = None, pool=None, evaluate: Callable | None = None,
+                 neuron_steps: str = "equal"):
         if arbiter not in ARBITERS:
             raise OnnxPruneError(f"arbiter must be one of {', '.join(ARBITERS)}, got {arbiter!r}")
+        if neuron_steps not in NEURON_STEPS:
+            raise OnnxPruneError(f"neuron_steps must be one of {', '.join(NEURON_STEPS)}, got {neuron_steps!r}")
         if scope not in ("internal", "all"):
             raise OnnxPruneError(f"scope must be internal or all, got {scope!r}")
         if latency_target is None:
@@ -229,7 +242,7 @@ class EverythingStrategy:
         self.latency_target, self.seed, self.debiased, self.backend = latency_target, seed, debiased, backend
         self.progress, self.max_iterations, self.on_step = progress, max_iterations, on_step
         self.pool = pool  # runtime/distributed.WorkerPool, or None: candidates run here
-        self.evaluate = evaluate
+        self.evaluate, self.neuron_steps = evaluate, neuron_steps
 
     def search(self, ws: Workspace) -> Decision:
         search = _Search(self, ws)
@@ -248,6 +261,7 @@ class EverythingStrategy:
             "calibration": {"samples": self.calib.n, "source": self.calib.source},
             "cka": "debiased" if self.debiased else "biased", "fine_tune": self.fine_tune is not None,
             "workers": len(self.pool.actors) if self.pool is not None else 1,
+            "neuron_steps": self.neuron_steps,
         }
 
 
@@ -262,6 +276,8 @@ class _Candidates:
     neuron_cka: float | None = None
     neuron_macs: int = 0
     step_rule: str = "the layer candidate's MACs"
+    scale: int = 1  # the neuron step's multiple of the layer candidate's MACs (neuron_steps="grow")
+    grown_lost: bool = False  # a grown neuron step lost to the block: scored again at equal MACs
     evaluated: int = 0
     ref: CKAReference | None = None
     recovered_cka: dict[str, float] = field(default_factory=dict)  # the recovered arbiter's scores
@@ -293,6 +309,7 @@ class _Search:
         self.recovered = (strategy.fine_tune is None and strategy.arbiter == "cka" and options.recover != "none"
                           and options.calibration is not None)
         self.recovery = {"layers": [], "blocks_not_compensated": []}
+        self.streak = 0  # neuron choices in a row against a layer candidate
 
     def finished(self) -> bool:
         if self.s.latency_target is not None:
@@ -309,10 +326,14 @@ class _Search:
         start = time.perf_counter()
         cands = self._layer_candidate()
         if self.s.arbiter != "layers":
-            self._neuron_candidate(cands)
+            self._neuron_candidate(cands, self._scale(cands))
         if cands.layer is None and not cands.neurons:
             return False
         pick = self._pick(cands)
+        if pick == "layer" and cands.scale > 1 and not self.recovered:
+            cands.grown_lost = True
+            self._neuron_candidate(cands, 1)  # the grown step lost: decide at equal MACs
+            pick = self._pick(cands)
         # Named before a recovered step replaces the parent (whose blocks are renumbered).
         add = next((b.add for b in self.parent.blocks if b.id == cands.layer), None)
         if self.recovered:
@@ -322,6 +343,9 @@ class _Search:
         else:
             self.parent.removed |= cands.neurons
         self.macs, self.params = self.parent.cost(self.parent.dropped, self.parent.removed)
+        if cands.layer is not None:
+            # A grown step that lost starts the count again: no extra candidate every iteration.
+            self.streak = self.streak + 1 if pick == "neurons" and not cands.grown_lost else 0
         step = self._step(cands, pick, add)
         if self.s.fine_tune is not None or self.s.measure or self.s.latency_target is not None or self.s.evaluate:
             self._make_physical(step)
@@ -371,9 +395,27 @@ class _Search:
             return block, "the mean MACs of the blocks left (no block candidate)"
         return int(0.05 * self.base_macs), "5 % of the model's MACs (no block candidate)"
 
-    def _neuron_candidate(self, cands: _Candidates) -> None:
+    def _scale(self, cands: _Candidates) -> int:
+        """The neuron step's multiple of the layer candidate's MACs (see the module docstring)."""
+        if self.s.neuron_steps != "grow" or cands.layer is None or self.streak < GROW_AFTER:
+            return 1
+        return min(GROW_MAX, 2 ** (self.streak - GROW_AFTER + 1))
+
+    def _neuron_candidate(self, cands: _Candidates, scale: int = 1) -> None:
         parent = self.parent
-        cands.neurons = neuron_candidate(parent, cands.block_cost, self.s.scope, self.macs)
+        size = cands.block_cost
+        if scale > 1:
+            if self.s.target.flops is not None:  # never past the target
+                size = max(size, min(scale * size, self.macs - int(self.base_macs * (1 - self.s.target.flops))))
+            else:
+                size *= scale
+            scale = max(1, round(size / max(cands.block_cost, 1)))
+            cands.step_rule = (f"{scale}x the layer candidate's MACs (neurons chosen {self.streak} times in a row)"
+                               if scale > 1 else "the layer candidate's MACs")
+        elif cands.layer is not None:
+            cands.step_rule = "the layer candidate's MACs"
+        cands.scale = scale
+        cands.neurons = neuron_candidate(parent, size, self.s.scope, self.macs)
         if not cands.neurons:
             return
         cands.neuron_macs = self.macs - parent.cost(parent.dropped, parent.removed | cands.neurons)[0]
@@ -397,26 +439,38 @@ class _Search:
             return "layer"
         return "layer" if cands.layer_cka >= cands.neuron_cka else "neurons"  # ties go to the layer
 
-    def _recovered_step(self, cands: _Candidates, pick: str) -> str:
-        """Make each candidate physical on the parent and recover it; with both, CKA to
-        the parent's representation after recovery decides. The chosen recovered model
-        becomes the parent (costs stay absolute: it is physical)."""
-        parent, tried = self.parent, {}
+    def _recovered_choice(self, cands: _Candidates, pick: str, tried: dict) -> str:
+        """Each candidate made physical on the parent and recovered (kept in `tried`,
+        which may hold the layer's already); CKA after recovery picks between them."""
+        parent = self.parent
         for which in ("layer", "neurons"):
-            if (which == "layer" and cands.layer is None) or (which == "neurons" and not cands.neurons):
+            if (which == "layer" and cands.layer is None) or (which == "neurons" and not cands.neurons) or which in tried:
                 continue
             plan = PruningPlan.from_removed(parent.an, cands.neurons if which == "neurons" else set())
             plan.blocks = [PruningPlan.block_entry(b) for b in parent.blocks if which == "layer" and b.id == cands.layer]
             tried[which] = (run(PlanStrategy(plan), parent.model, self.ws.options, verify=False), plan)
         if len(tried) == 2 and cands.ref is not None:
             for which, (result, _) in tried.items():
+                if which in cands.recovered_cka and which == "layer":
+                    continue  # scored already, before the neuron step shrank
                 # The recovered model as it is: a tapped session, no probe surgery needed.
                 score = cands.ref.score(tapped_features(result.model, parent.probe.taps, self.s.calib.batches()))
                 cands.recovered_cka[which] = score
                 cands.evaluated += 1
-            pick = "layer" if cands.recovered_cka["layer"] >= cands.recovered_cka["neurons"] else "neurons"
-        elif len(tried) == 1:
-            pick = next(iter(tried))
+            return "layer" if cands.recovered_cka["layer"] >= cands.recovered_cka["neurons"] else "neurons"
+        return next(iter(tried)) if len(tried) == 1 else pick
+
+    def _recovered_step(self, cands: _Candidates, pick: str) -> str:
+        """Make each candidate physical on the parent and recover it; with both, CKA to
+        the parent's representation after recovery decides. The chosen recovered model
+        becomes the parent (costs stay absolute: it is physical)."""
+        tried: dict = {}
+        pick = self._recovered_choice(cands, pick, tried)
+        if pick == "layer" and cands.scale > 1:  # the grown step lost: decide at equal MACs
+            cands.grown_lost = True
+            self._neuron_candidate(cands, 1)
+            tried.pop("neurons", None)
+            pick = self._recovered_choice(cands, self._pick(cands), tried)
         result, plan = tried[pick]
         self.history.append(plan)
         rec = result.report["recovery"]
@@ -434,7 +488,8 @@ class _Search:
                 "cka_recovered": cands.recovered_cka.get("layer")},
             "neuron_candidate": None if not cands.neurons else {
                 "channels": len(cands.neurons), "cka": cands.neuron_cka, "macs": cands.neuron_macs,
-                "sized_by": cands.step_rule, "cka_recovered": cands.recovered_cka.get("neurons")},
+                "sized_by": cands.step_rule, "scale": cands.scale, "grown_step_lost": cands.grown_lost,
+                "cka_recovered": cands.recovered_cka.get("neurons")},
             "choice": pick,
             "macs": self.macs,
             "params": self.params,

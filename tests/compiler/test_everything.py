@@ -221,3 +221,40 @@ def test_neuron_step_prices_only_the_nodes_it_touches(path, scope):
         local = sum(now.node_macs(i) - after.node_macs(i) for i in touched)
         whole = parent.cost(parent.dropped, parent.removed)[0] - parent.cost(parent.dropped, parent.removed | chosen)[0]
         assert local == whole > 0
+
+
+def test_grown_neuron_steps_double_while_neurons_win(calib):
+    """neuron_steps="grow": after two neuron wins the step is 2x the block's MACs, then
+    4x, at most 8x, never past the MAC target; "equal" (the paper) keeps 1x."""
+    from onnxprune.compiler.everything import EverythingStrategy, _Search
+    from onnxprune.compiler.workspace import Options, Workspace
+
+    def search(steps, flops=0.9):
+        strategy = EverythingStrategy(calib, Target(flops=flops), progress=False, measure=False, neuron_steps=steps)
+        return _Search(strategy, Workspace(DIGITS, Options(calibration=calib, recover="none")))
+
+    grow = search("grow")
+    cands = grow._layer_candidate()
+    assert cands.layer is not None
+    scales = []
+    for streak in (0, 1, 2, 3, 4, 9):
+        grow.streak = streak
+        scales.append(grow._scale(cands))
+    assert scales == [1, 1, 2, 4, 8, 8]
+    equal = search("equal")
+    equal.streak = 5
+    assert equal._scale(cands) == 1
+
+    grow._neuron_candidate(cands, 1)
+    one = cands.neuron_macs
+    grow.streak = 3
+    grow._neuron_candidate(cands, 4)
+    assert cands.scale == 4 and "4x" in cands.step_rule
+    assert cands.neuron_macs >= 4 * cands.block_cost > one >= cands.block_cost
+    # Near the target the grown step stops at what is left to remove.
+    near = search("grow", flops=0.02)
+    c = near._layer_candidate()
+    near._neuron_candidate(c, 8)
+    assert c.scale == 1 and c.neuron_macs < 8 * c.block_cost
+    with pytest.raises(Exception, match="neuron_steps"):
+        EverythingStrategy(calib, Target(flops=0.5), neuron_steps="huge")
