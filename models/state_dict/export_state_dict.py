@@ -14,6 +14,9 @@ rename the weights:
                    parameters are one initializer read through Identity nodes
   mlp.dynamo.onnx  the same, dynamo exporter: MatMul of a pre-transposed constant (val_N),
                    module scopes only in node metadata (pkg.torch.onnx.name_scopes)
+  mlp.unfolded.onnx the same, TorchScript with do_constant_folding=False: every Linear is
+                   MatMul(x, Transpose(blocks.0.fc1.weight)), the named parameter read
+                   through a Transpose node (onnxprune folds it: passes/fold_weight_transposes.py)
 Fixed seed, fixed batch 2; outputs checked against PyTorch with onnxruntime. The dynamo
 exporter's stack-trace metadata is cut to relative paths (as models/export_zoo.py does).
 """
@@ -88,7 +91,7 @@ def _mlp():
     return MLP().eval()  # LayerNorms left at their initial (identical) parameters on purpose
 
 
-def export(net, shape, path, dynamo):
+def export(net, shape, path, dynamo, fold=True):
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,7 +104,7 @@ def export(net, shape, path, dynamo):
             onnx.save(m, path)
         else:
             torch.onnx.export(net, (x,), path, dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["output"], do_constant_folding=True)
+                              output_names=["output"], do_constant_folding=fold)
     onnx.checker.check_model(onnx.load(path), full_check=True)
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
@@ -111,10 +114,11 @@ def export(net, shape, path, dynamo):
 
 def main():
     for name, net, shape, exports in (("cnn", _cnn(), (3, 8, 8), (("cnn.dynamo.onnx", True),)),
-                                      ("mlp", _mlp(), (4, 12), (("mlp.onnx", False), ("mlp.dynamo.onnx", True)))):
+                                      ("mlp", _mlp(), (4, 12), (("mlp.onnx", False), ("mlp.dynamo.onnx", True),
+                                                                ("mlp.unfolded.onnx", False)))):
         np.savez(os.path.join(HERE, f"{name}.npz"), **{k: v.numpy() for k, v in net.state_dict().items()})
         for file, dynamo in exports:
-            export(net, shape, os.path.join(HERE, file), dynamo)
+            export(net, shape, os.path.join(HERE, file), dynamo, fold="unfolded" not in file)
             print("wrote", file)
 
 

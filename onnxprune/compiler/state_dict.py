@@ -28,9 +28,9 @@ ONNX and PyTorch lay out Conv, ConvTranspose, BatchNorm, LayerNorm and Linear-as
 module path, it is sliced with the axes swapped (`report["sliced"][key]["transposed"]`).
 Its shape alone cannot tell (a square weight fits either way): the op's layout decides.
 A Linear read through a `Transpose` node of its named initializer (TorchScript with
-`do_constant_folding=False`, dynamo with `optimize=False`) would match by name, in its own
-layout, but the channel analysis finds no prunable group behind a MatMul whose weight is
-computed, so such exports get an empty plan: export with constant folding on.
+`do_constant_folding=False`, dynamo with `optimize=False`) is folded by the analysis into
+a transposed constant named after the Transpose's output
+(passes/fold_weight_transposes.py), which then maps like the pre-transposed ones.
 
 Dropped residual blocks cannot be expressed as sliced tensors: their modules (the
 innermost module holding every node of the block's branch, from the same scopes) are

@@ -26,6 +26,7 @@ from onnxprune.passes.blocks import Block, block_costs, find_blocks
 from onnxprune.passes.channel_analysis import ChannelAnalysis, analyze_channels
 from onnxprune.passes.cost import CostReport, model_cost
 from onnxprune.passes.fold_shapes import FoldShapeComputationsPass
+from onnxprune.passes.fold_weight_transposes import FoldWeightTransposesPass
 from onnxprune.passes.interface import resizable_io
 from onnxprune.passes.predict import predicted_cost
 from onnxprune.passes.remove_blocks import RemoveBlocksPass
@@ -67,11 +68,12 @@ def analyze(
 ) -> tuple[ChannelAnalysis, dict, dict]:
     """Channel analysis of a loaded model: (analysis, input shapes, all static shapes).
 
-    Folds shape arithmetic on static dims into constants first (the model is changed:
-    callers pass their working copy). Interface values that may shrink: the KV cache
+    Folds shape arithmetic on static dims into constants first, and weights read through
+    a Transpose of a constant (the model is changed: callers pass their working copy). Interface values that may shrink: the KV cache
     (unless `resize_cache` is False) and the names in `resize_io`. `feeds` are inputs
     for measuring shapes inference cannot give (default: random)."""
     resizable = resizable_io(model, resize_io, cache=resize_cache)
+    FoldWeightTransposesPass()(model)  # MatMul(x, Transpose(W)) from unfolded exports: W is a weight
     dims, dtypes = symbolic_info(model)
     FoldShapeComputationsPass({k: tuple(d if isinstance(d, int) else None for d in v) for k, v in dims.items()},
                               dtypes)(model)

@@ -4,6 +4,8 @@ models/state_dict/ (see export_state_dict.py) carry the PyTorch state_dict as .n
 - mlp.onnx (TorchScript) and mlp.dynamo.onnx: a Linear on 3-D input is MatMul of a
   pre-transposed constant (onnx::MatMul_N / val_N), mapped by the node's module scope
   (node name / pkg.torch.onnx.name_scopes) and sliced with its axes swapped;
+- mlp.unfolded.onnx (TorchScript without constant folding): MatMul(x, Transpose(W)),
+  which the analysis folds into a transposed constant, mapped the same way;
 - cnn.dynamo.onnx: BatchNorm fused into the convs (conv names kept, BatchNorm scope on
   the node), Linear as Gemm.
 Each sliced state_dict entry must equal the pruned model's initializer it came from, and
@@ -65,15 +67,16 @@ def test_dynamo_scopes_from_metadata():
     assert fc1 == ["blocks", "blocks.0", "blocks.0.fc1"]
 
 
-@pytest.mark.parametrize("file", ["mlp.onnx", "mlp.dynamo.onnx"])
+@pytest.mark.parametrize("file", ["mlp.onnx", "mlp.dynamo.onnx", "mlp.unfolded.onnx"])
 def test_matmul_of_transposed_weight_maps_back(file):
     path = os.path.join(HERE, file)
     state = _state("mlp")
     result = prune(path, ratio=0.5)
     new, report = apply_plan(state, result.plan, path)
     assert not report["unmapped"], report["unmapped"]
-    # The weights are renamed in both exports: only the scope rule can have found them.
-    assert not any(k.endswith(".weight") and k in _initializers(load_model(path)) for k in state if ".fc" in k)
+    # The weights are renamed (or, unfolded, read through a Transpose that onnxprune folds
+    # into a constant named after it): only the scope rule can have found them.
+    assert not any(k.endswith(".weight") and k in _initializers(result.model) for k in state if ".fc" in k)
     for p in ("embed", "blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"):
         assert report["sliced"][f"{p}.weight"].get("transposed"), p
     # Both LayerNorms read one initializer (identical initial values); both keys shrink.
