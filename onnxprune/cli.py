@@ -321,12 +321,15 @@ def _run_inspect(args) -> int:
     from onnxprune.compiler.pipeline import inspect
     from onnxprune.tools.inspect_text import render
 
-    info = inspect(
-        args.model, input_shapes=_shapes(args.input_shape),
-        resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
-    )
-    if args.html:
-        _write_inspect_page(args)
+    if args.html:  # the page's analysis serves the printed answer too
+        from onnxprune.compiler.pipeline import describe
+
+        info = describe(_write_inspect_page(args))
+    else:
+        info = inspect(
+            args.model, input_shapes=_shapes(args.input_shape),
+            resize_io=tuple(args.resize_io), resize_cache=not args.keep_cache_shape,
+        )
     blocks_text = None
     if args.blocks:
         info["blocks"], blocks_text = _blocks_info(args)
@@ -340,8 +343,9 @@ def _run_inspect(args) -> int:
     return 0
 
 
-def _write_inspect_page(args) -> None:
-    """`inspect --html PAGE`: the page, written whole or not at all."""
+def _write_inspect_page(args):
+    """`inspect --html PAGE`: the page, written whole or not at all; returns the
+    Workspace it analysed."""
     from onnxprune.model_io import StagedOutputs
     from onnxprune.tools.html_page import write_page
     from onnxprune.tools.page_data import graph_data
@@ -351,13 +355,14 @@ def _write_inspect_page(args) -> None:
         raise OnnxPruneError(f"--html: directory {where} does not exist: create it first")
     if os.path.isdir(args.html):
         raise OnnxPruneError(f"--html {args.html} is a directory: name a file in it")
-    data, _ = graph_data(args.model, input_shapes=_shapes(args.input_shape), resize_io=tuple(args.resize_io),
-                         resize_cache=not args.keep_cache_shape)
+    data, ws = graph_data(args.model, input_shapes=_shapes(args.input_shape), resize_io=tuple(args.resize_io),
+                          resize_cache=not args.keep_cache_shape)
     with StagedOutputs() as out:
         out.add(args.html, lambda tmp: write_page(data, tmp))
         out.commit()
     print(f"page: {args.html} ({len(data['groups'])} channel groups, {len(data['blocks'])} residual blocks)",
           file=sys.stderr)
+    return ws
 
 
 def _blocks_info(args) -> tuple[list[dict], str]:
