@@ -82,6 +82,7 @@ def parser() -> Parser:
     sw.add_argument("--recover", choices=("auto", "ls", "none"), default="auto", help="as for prune (default auto)")
     sw.add_argument("--samples", type=at_least(1), metavar="N", help="calibration samples per run")
     sw.add_argument("--eval", metavar="NPZ", help="labelled data: accuracy before and after in each report")
+    sw.add_argument("--html", action="store_true", help="write each run's HTML page next to its report")
     sw.add_argument("--workers", type=at_least(1), default=1, metavar="N", help="run N at a time as Ray tasks")
     sw.add_argument("--ray", metavar="ADDRESS", help="run them as tasks on this Ray cluster")
     return p

@@ -219,6 +219,9 @@ def test_prune_page_shows_what_the_prune_did(pages, open_page):
     assert report["iterations"][-1]["accuracy"] == report["accuracy"]["after"]
     for chart in ("#chart-widths", "#chart-cka", "#chart-macs", "#chart-accuracy", "#chart-latency"):
         assert page.locator(f"{chart} canvas").count() >= 1, chart
+    # Every refit layer with its output error before and after recovery.
+    refit = [r for r in report["recovery"]["layers"] if r["error_before"] is not None]
+    assert page.locator("#recovery-table tr").count() == 1 + len(refit) > 1
     its = page.eval_on_selector_all("#iterations-table tr", "rs => rs.length - 1")
     assert its == len(report["iterations"])
     assert errors == []

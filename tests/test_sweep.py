@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from onnxprune.cli import main
 
@@ -15,7 +16,7 @@ MODEL, CALIB = os.path.join(DIGITS, "digits_resnet.onnx"), os.path.join(DIGITS, 
 def test_sweep_runs_every_combination(tmp_path, capfd):
     out = tmp_path / "runs"
     code = main(["sweep", MODEL, "-o", str(out), "--calib", CALIB, "--method", "layers", "everything",
-                 "--target-flops", "0.1", "0.2", "--samples", "64", "--recover", "none"])
+                 "--target-flops", "0.1", "0.2", "--samples", "64", "--recover", "none", "--html"])
     assert code == 0
     rows = json.loads((out / "summary.json").read_text())["runs"]
     assert [r["name"] for r in rows] == ["digits_resnet.layers.0.1", "digits_resnet.layers.0.2",
@@ -24,6 +25,9 @@ def test_sweep_runs_every_combination(tmp_path, capfd):
         assert r["exit"] == 0 and r["verified"] and r["target_reached"]
         assert r["macs_reduction"] >= r["target_flops"]
         assert (out / f"{r['name']}.onnx").exists() and (out / f"{r['name']}.json").exists()
+        page = (out / f"{r['name']}.html").read_text()  # --html: each run's page, with its prune
+        data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.DOTALL).group(1))
+        assert data["prune"]["method"] == r["method"] and data["prune"]["cost"]["macs_reduction"] >= r["target_flops"]
     assert "| digits_resnet.everything.0.2 | 0 |" in capfd.readouterr().out
 
 

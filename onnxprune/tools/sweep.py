@@ -5,7 +5,8 @@ with its own model and JSON report, and one summary (`summary.json` and a printe
         --target-flops 0.2 0.4 [--workers 4 | --ray ADDRESS] [--eval test.npz]
 
 Each run is `onnxprune prune MODEL -o DIR/<stem>.<method>.<target>.onnx --report
-DIR/<stem>.<method>.<target>.json --method M --calib DATA --target-flops T ...`, in this
+DIR/<stem>.<method>.<target>.json --method M --calib DATA --target-flops T ...` (with
+`--html`, also `--html DIR/<stem>.<method>.<target>.html`), in this
 process one after the other, or with `--workers N` / `--ray ADDRESS` as Ray tasks (one
 CPU each; the runs are independent, so results are those of the runs made one by one).
 Exit status: 0 when every run exited 0 or 3 (a target missed is a result, and the
@@ -39,6 +40,8 @@ def runs(args) -> list[dict]:
                     prune += ["--eval", args.eval]
                 if args.samples:
                     prune += ["--samples", str(args.samples)]
+                if args.html:  # one page per run, next to its model and report
+                    prune += ["--html", os.path.join(args.output, f"{name}.html")]
                 out.append({"name": name, "model": model, "method": method, "target_flops": target, "args": prune})
     return out
 

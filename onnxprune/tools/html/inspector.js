@@ -405,6 +405,15 @@
     for (const w of changed) wt.append(trOf(["td", w.node, w.op, w.out_before, w.out_after === null ? "removed" : w.out_after, w.in_before, w.in_after === null ? "removed" : w.in_after]));
     box.append(wt);
 
+    const refit = (P.recovery.layers || []).filter((r) => r.error_before !== null && r.error_before !== undefined);
+    if (refit.length) {
+      box.append(el("h3", {}, `recovery (${P.recovery.ran}): ${refit.length} layers refit`));
+      const rt = el("table", { class: "rows", id: "recovery-table" });
+      rt.append(trOf(["th", "layer", "refit", "output error before", "after", "iteration"]));
+      for (const r of refit) rt.append(trOf(["td", r.node, r.refit, fmt(r.error_before), r.error_after === null ? "–" : fmt(r.error_after), r.iteration === undefined ? "–" : r.iteration]));
+      box.append(rt);
+    }
+
     box.append(el("h3", {}, "plan"));
     const pt = el("table", { class: "rows", id: "plan-table" });
     pt.append(trOf(["th", "weight", "axis", "group", "removed", "of"]));
