@@ -179,6 +179,25 @@ def test_a_block_expands_on_the_graph(pages, open_page):
     assert errors == []
 
 
+def test_search_highlights_the_nodes_it_finds(pages, open_page):
+    page, errors = open_page(pages["resnet20"])
+    data = json.loads(page.inner_text("#data"))
+    convs = {i for i, n in enumerate(data["nodes"]) if n["op"] == "Conv"}
+    page.fill("#search", "conv")
+    page.press("#search", "Enter")
+    assert page.inner_text("#search-result") == f'{len([n for n in data["nodes"] if "conv" in n["name"].lower()])} nodes match "conv"'
+    lit = _highlighted_nodes(page)
+    assert convs <= set().union(*lit)
+    page.fill("#search", 'no "such" node')
+    page.press("#search", "Enter")
+    assert page.inner_text("#search-result").startswith("0 nodes") and not _highlighted_nodes(page)
+    # A node's details show its output shape.
+    first = min(convs)
+    page.evaluate(f"window.onnxprune.select({{type: 'node', id: {first}}})")
+    assert "×" in page.inner_text("#details") and str(data["nodes"][first]["shapes"][0][1]) in page.inner_text("#details")
+    assert errors == []
+
+
 def test_scopes_collapse_when_blocks_are_not_enough(pages, open_page):
     from onnxprune.tools.page_data import _scope
 

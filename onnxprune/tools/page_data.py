@@ -155,6 +155,9 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
             "in": [v.name for v in n.inputs if v is not None and v.name and v.const_value is None],
             "weights": [v.name for v in n.inputs if v is not None and v.const_value is not None],
             "out": [v.name for v in n.outputs if v is not None],
+            # Static output shapes (None where unknown), as Netron shows them.
+            "shapes": [_dims(ws.shapes.get(v.name)) if ws.shapes.get(v.name) is not None else None
+                       for v in n.outputs if v is not None],
         })
 
     scope_rows = scopes(node_rows, len(blocks), collapse_above)

@@ -172,7 +172,8 @@
     if (u[0] === "s") return `name scope ${D.scopes[+u.slice(1)].name}: click to expand`;
     if (u[0] !== "n") return unitLabel(u).join(" ");
     const n = D.nodes[+u.slice(1)];
-    return `${n.name} (${n.op})\n${human(n.macs)} MACs, ${human(n.params)} params`;
+    const shape = n.shapes && n.shapes[0] ? " → " + dims(n.shapes[0]) : "";
+    return `${n.name} (${n.op})${shape}\n${human(n.macs)} MACs, ${human(n.params)} params`;
   }
   function onUnitClick(u) {
     if (u[0] === "b") { select({ type: "block", id: +u.slice(1) }); return; }
@@ -231,6 +232,7 @@
   function selectedNodes() {
     const s = S.selected;
     if (!s) return [];
+    if (s.type === "search") return s.nodes;
     if (s.type === "group") return D.groups[s.id].nodes;
     if (s.type === "block") return blockById.get(s.id).nodes;
     return [s.id];
@@ -240,7 +242,7 @@
     const hit = new Set(selectedNodes().map(unitOf));
     for (const u of hit) { const e = S.unitEls.get(u); if (e) e.classList.add("hl"); }
     document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
-    if (S.selected) {
+    if (S.selected && (S.selected.type === "group" || S.selected.type === "block")) {
       const row = document.querySelector(`tr[data-${S.selected.type}="${S.selected.id}"]`);
       if (row) row.classList.add("selected");
     }
@@ -263,12 +265,22 @@
     focusUnits(hit);
     showDetails();
   }
+  function search(text) {
+    // Nodes whose name or op contains `text` (case-insensitive): highlighted and listed.
+    const q = text.trim().toLowerCase();
+    if (!q) { S.selected = null; applySelection(); showDetails(); return; }
+    const nodes = [];
+    D.nodes.forEach((n, i) => { if (n.name.toLowerCase().includes(q) || n.op.toLowerCase() === q) nodes.push(i); });
+    select({ type: "search", id: q, nodes });
+  }
   function showDetails() {
     const box = $("#details");
     box.replaceChildren();
     const s = S.selected;
     if (!s) return;
-    if (s.type === "group") {
+    if (s.type === "search") {
+      box.append(el("h3", { id: "search-result" }, `${s.nodes.length} nodes match "${s.id}"`), nodeLinks(s.nodes));
+    } else if (s.type === "group") {
       const g = D.groups[s.id];
       box.append(el("h3", {}, `group ${g.id} · ${g.kind} · ${g.size} units`));
       box.append(kv([
@@ -306,7 +318,8 @@
       const w = widthByNode.get(n.name);
       if (w) rows.push(["output features", w.out_after === null ? `${w.out_before} → removed` : `${w.out_before} → ${w.out_after}`]);
       box.append(kv(rows));
-      box.append(list("inputs", n.in), list("weights", n.weights), list("outputs", n.out));
+      box.append(list("inputs", n.in), list("weights", n.weights),
+        list("outputs", n.out.map((o, k) => (n.shapes && n.shapes[k] ? `${o} ${dims(n.shapes[k])}` : o))));
       const gs = groupsOfNode.get(s.id) || [];
       const p = el("p", {}, "groups: ");
       for (const gid of gs) { const a = el("a", { href: "#" }, `group ${gid} `); a.onclick = (e) => { e.preventDefault(); select({ type: "group", id: gid }); }; p.append(a); }
@@ -491,6 +504,7 @@
     $("#expand-all").onclick = () => { D.blocks.forEach((b) => S.expanded.add(b.id)); D.scopes.forEach((c) => S.openScopes.add(c.id)); draw(); fit(); };
     $("#collapse-all").onclick = () => { S.expanded.clear(); S.openScopes.clear(); draw(); fit(); };
     $("#heat").onchange = (e) => { S.heat = e.target.value; draw(); };
+    $("#search").onchange = (e) => search(e.target.value);
     setupPanZoom();
     draw();
     fit();
