@@ -49,6 +49,7 @@ METHODS = ("channels", "layers", "everything")
 CRITERIA = ("auto", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation")
 DATA_CRITERIA = ("wanda", "fluctuation", "obs", "kl")  # channels method, scored on calibration data
 CALIBRATION_SUFFIXES = (".npy", ".npz")
+KINDS = ("heads", "hidden", "channels")  # per-kind ratios, as --heads/--hidden/--channels
 
 # The entry Olive's package config needs for this pass ("*": any provider, accelerator, precision).
 PACKAGE_ENTRY = {
@@ -97,6 +98,18 @@ class OnnxPrune(Pass):
                 type_=str, default_value="auto",
                 description=f"how channels are ranked: {', '.join(CRITERIA)}. auto: fluctuation with calibration, "
                             "l1 without (channels); l1 (everything).",
+            ),
+            "heads": PassConfigParam(
+                type_=float, default_value=None,
+                description="channels: ratio for attention heads, in [0, 1) (default: ratio).",
+            ),
+            "hidden": PassConfigParam(
+                type_=float, default_value=None,
+                description="channels: ratio for the hidden (residual) width, in [0, 1) (default: ratio).",
+            ),
+            "channels": PassConfigParam(
+                type_=float, default_value=None,
+                description="channels: ratio for conv channels and MLP neurons, in [0, 1) (default: ratio).",
             ),
             "global_ranking": PassConfigParam(
                 type_=bool, default_value=False, description="channels: rank channels across all groups at once.",
@@ -223,6 +236,10 @@ def check_config(config) -> None:
         fail(f"recover must be one of {', '.join(RECOVER_MODES)}, got {config.recover!r}")
     if not _in_range(config.ratio, low_open=False):
         fail(f"ratio is the fraction of channels to remove, in [0, 1): got {config.ratio}")
+    for name in KINDS:
+        value = getattr(config, name)
+        if value is not None and not _in_range(value, low_open=False):
+            fail(f"{name} is the fraction of {name} units to remove, in [0, 1): got {value}")
     for name in ("target_flops", "target_params"):
         value = getattr(config, name)
         if value is not None and not _in_range(value, low_open=True):
@@ -247,6 +264,8 @@ def check_config(config) -> None:
     targets = [n for n in ("target_flops", "target_params", "target_blocks") if getattr(config, n) is not None]
     if config.recover in ("ls", "bias", "sequential") and not has_data:
         fail(f"recover {config.recover} refits from calibration data: set calibration to a .npy or .npz file")
+    if config.method != "channels" and any(getattr(config, k) is not None for k in KINDS):
+        fail(f"heads, hidden and channels are ratios for method channels, not {config.method}")
     if config.method == "channels":
         if targets:
             fail(f"{targets[0]} is for method layers or everything: set method, or use ratio with channels")
@@ -273,7 +292,8 @@ def _strategy(config, calib):
     if config.method == "channels":
         from onnxprune.compiler.channels import ChannelsStrategy
 
-        return ChannelsStrategy(config.ratio, config.criterion, config.global_ranking, config.round_to)
+        kind_ratios = {k: getattr(config, k) for k in KINDS if getattr(config, k) is not None}
+        return ChannelsStrategy(config.ratio, config.criterion, config.global_ranking, config.round_to, kind_ratios)
     from onnxprune.compiler.target import Target
 
     target = Target(flops=config.target_flops, params=config.target_params, blocks=config.target_blocks)

@@ -96,6 +96,28 @@ def test_channels_then_an_olive_pass(tmp_path):
     assert report["cost"]["macs_reduction"] > 0.5
 
 
+def test_heads_and_mlp_of_a_transformer(tmp_path):
+    """Per-kind ratios (as --heads/--hidden/--channels) on the ViT fixture: heads and MLP
+    neurons go, the hidden width and the interface stay."""
+    vit = str(DIGITS.parent / "transformers" / "vit.onnx")
+    config = workflow(tmp_path, {"prune": {"type": "OnnxPrune", "ratio": 0.0, "heads": 0.25, "hidden": 0.0,
+                                           "channels": 0.25, "recover": "synthetic"}})
+    config["input_model"]["model_path"] = vit
+    olive_run(config, package_config=package_config(), tempdir=str(tmp_path))
+    out = json.loads((tmp_path / "out" / "model_config.json").read_text())["config"]
+    path = os.path.join(out["model_path"], out["onnx_file_name"])
+    report = json.loads((Path(path).parent / "onnxprune_report.json").read_text())
+    removed = {}
+    for g in report["groups"]["detail"]:
+        removed.setdefault(g["kind"], 0)
+        removed[g["kind"]] += g["removed"]
+    assert removed["heads"] > 0 and removed["channels"] > 0 and removed["hidden"] == 0
+    assert report["settings"]["kind_ratios"] == {"heads": 0.25, "hidden": 0.0, "channels": 0.25}
+    original, pruned = onnx.load(vit), onnx.load(path)
+    assert input_signature(pruned) == input_signature(original)
+    assert output_signature(pruned) == output_signature(original)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -109,6 +131,8 @@ def test_channels_then_an_olive_pass(tmp_path):
         ({"criterion": "wanda"}, "scores channels on calibration data"),
         ({"calibration": "missing.npz"}, "does not exist"),
         ({"report_name": "sub/report.json"}, "no folders"),
+        ({"heads": 1.0}, r"heads is the fraction of heads units to remove, in \[0, 1\)"),
+        ({"method": "layers", "calibration": CALIB, "target_flops": 0.2, "heads": 0.5}, "ratios for method channels"),
     ],
 )
 def test_bad_config_fails_in_one_line_before_any_work(tmp_path, settings, message):
