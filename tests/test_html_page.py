@@ -147,7 +147,9 @@ def test_choosing_a_group_highlights_its_members(pages, open_page, name):
         lit = _highlighted_nodes(page)
         members = set(g["nodes"])
         covered = set().union(*lit) if lit else set()
-        assert members <= covered, f"group {g['id']}: members {sorted(members - covered)} not highlighted"
+        # Shape plumbing and Constant nodes are hidden by default (unless inside a block).
+        drawn = {i for i in members if not data["nodes"][i]["plumbing"] or data["nodes"][i]["block"] is not None}
+        assert drawn <= covered, f"group {g['id']}: members {sorted(drawn - covered)} not highlighted"
         assert all(unit & members for unit in lit), f"group {g['id']}: a highlighted unit holds none of its members"
         assert page.locator("#details h3").inner_text().startswith(f"group {g['id']} ")
     assert errors == []
@@ -195,6 +197,20 @@ def test_search_highlights_the_nodes_it_finds(pages, open_page):
     first = min(convs)
     page.evaluate(f"window.onnxprune.select({{type: 'node', id: {first}}})")
     assert "×" in page.inner_text("#details") and str(data["nodes"][first]["shapes"][0][1]) in page.inner_text("#details")
+    assert errors == []
+
+
+def test_shape_plumbing_is_hidden_until_asked_for(pages, open_page):
+    page, errors = open_page(pages["vit"])
+    data = json.loads(page.inner_text("#data"))
+    plumbing = [i for i, n in enumerate(data["nodes"]) if n["plumbing"]]
+    assert plumbing and page.inner_text("#plumbing-count") == str(len(plumbing))
+    shown = {i for nodes in page.eval_on_selector_all(".unit.node", "els => els.map(e => e.dataset.nodes)")
+             for i in map(int, nodes.split(","))}
+    assert not shown & set(plumbing)
+    page.check("#plumbing")
+    page.click("#expand-all")
+    assert page.locator(".unit.node").count() == len(data["nodes"])  # every node, plumbing included
     assert errors == []
 
 

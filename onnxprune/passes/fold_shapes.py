@@ -29,7 +29,7 @@ from onnxprune.passes.rules import record
 from onnxprune.passes.shape_values import ShapeValues
 
 
-def _shape_only_values(graph: ir.Graph) -> set:
+def shape_only_values(graph: ir.Graph) -> set:
     """Values whose every use (transitively through ops with a shape evaluator) is a
     shape slot."""
     result: set = set()
@@ -65,7 +65,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         values = ShapeValues(lambda value: self.shapes.get(value.name))
-        shape_only = _shape_only_values(graph)
+        shape_only = shape_only_values(graph)
         folded = 0
         for node in list(graph):
             if node.op_type == "Shape" or len(node.outputs) != 1:

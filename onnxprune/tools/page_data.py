@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnxprune.compiler.pipeline import describe
 from onnxprune.compiler.workspace import Options, Workspace
 from onnxprune.passes.blocks import block_macs
+from onnxprune.passes.fold_shapes import shape_only_values
 from onnxprune.passes.rules import record
 from onnxprune.tools.inspect_blocks import blocks_json
 
@@ -147,11 +148,16 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
     producer, consumers, edges = _wiring(nodes)
     graph_inputs = list(ws.model.graph.inputs)
 
+    # Shape plumbing (Shape -> Gather -> Concat -> a Reshape's target: nodes whose every
+    # output ends in shape slots) and Constant nodes (drawn no more than initializers are).
+    # The page hides them by default: they carry no features.
+    plumbing = shape_only_values(ws.model.graph)
     node_rows = []
     for i, (n, cost) in enumerate(zip(nodes, info["nodes"])):
         node_rows.append({
             "name": n.name, "op": n.op_type, "macs": cost["macs"], "params": cost["params"],
             "block": owner.get(i),
+            "plumbing": n.op_type == "Constant" or (bool(n.outputs) and all(v in plumbing for v in n.outputs)),
             "in": [v.name for v in n.inputs if v is not None and v.name and v.const_value is None],
             "weights": [v.name for v in n.inputs if v is not None and v.const_value is not None],
             "out": [v.name for v in n.outputs if v is not None],

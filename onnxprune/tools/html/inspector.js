@@ -72,9 +72,12 @@
     maxShareCache = { k: key, v: m };
     return m;
   }
+  // Shape plumbing is hidden unless asked for (the "shape ops" box): it feeds only shape
+  // slots (Reshape targets, Slice bounds), so hiding it drops no edge that carries data.
+  const hidden = (i) => !S.showPlumbing && D.nodes[i].plumbing && unitOf(i)[0] === "n";
   function currentUnits() {
     const units = new Set();
-    for (let i = 0; i < D.nodes.length; i++) units.add(unitOf(i));
+    for (let i = 0; i < D.nodes.length; i++) if (!hidden(i)) units.add(unitOf(i));
     return units;
   }
   function unitLabel(u) {
@@ -111,11 +114,19 @@
       g.setNode(u, { width: w, height: u[0] === "b" || u[0] === "s" ? 44 : 36 });
     }
     for (const [a, b] of D.edges) {
+      if (hidden(a) || hidden(b)) continue;
       const ua = unitOf(a), ub = unitOf(b);
       if (ua !== ub) g.setEdge(ua, ub);
     }
-    D.inputs.forEach((v, k) => v.to.forEach((t) => g.setEdge("i" + k, unitOf(t))));
+    D.inputs.forEach((v, k) => v.to.forEach((t) => { if (!hidden(t)) g.setEdge("i" + k, unitOf(t)); }));
     D.outputs.forEach((v, k) => { if (v.from !== null) g.setEdge(unitOf(v.from), "o" + k); });
+    if (!S.showPlumbing) {
+      // A node left with no edge once the shape ops are hidden (a Squeeze of a constant
+      // feeding them) and no MACs says nothing: it goes with them.
+      for (const u of [...units]) {
+        if (u[0] === "n" && !g.nodeEdges(u).length && !D.nodes[+u.slice(1)].macs) { g.removeNode(u); units.delete(u); }
+      }
+    }
     dagre.layout(g);
 
     const vp = $("#viewport");
@@ -239,7 +250,7 @@
   }
   function applySelection() {
     for (const e of S.unitEls.values()) e.classList.remove("hl");
-    const hit = new Set(selectedNodes().map(unitOf));
+    const hit = new Set(selectedNodes().filter((i) => !hidden(i)).map(unitOf));
     for (const u of hit) { const e = S.unitEls.get(u); if (e) e.classList.add("hl"); }
     document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
     if (S.selected && (S.selected.type === "group" || S.selected.type === "block")) {
@@ -344,7 +355,15 @@
     d.append(el("h4", {}, "nodes"));
     for (const i of ids.slice(0, 200)) {
       const a = el("a", { href: "#" }, D.nodes[i].name);
-      a.onclick = (e) => { e.preventDefault(); const b = D.nodes[i].block; if (b !== null && !S.expanded.has(b)) { S.expanded.add(b); draw(); } select({ type: "node", id: i }); };
+      a.onclick = (e) => {
+        e.preventDefault();
+        const n = D.nodes[i];
+        if (n.block !== null) S.expanded.add(n.block);
+        if (n.scope !== null) S.openScopes.add(n.scope);
+        if (n.plumbing) { S.showPlumbing = true; $("#plumbing").checked = true; }
+        draw();
+        select({ type: "node", id: i });
+      };
       d.append(a, el("br"));
     }
     if (ids.length > 200) d.append(el("span", {}, `… and ${ids.length - 200} more`));
@@ -504,6 +523,8 @@
     $("#expand-all").onclick = () => { D.blocks.forEach((b) => S.expanded.add(b.id)); D.scopes.forEach((c) => S.openScopes.add(c.id)); draw(); fit(); };
     $("#collapse-all").onclick = () => { S.expanded.clear(); S.openScopes.clear(); draw(); fit(); };
     $("#heat").onchange = (e) => { S.heat = e.target.value; draw(); };
+    $("#plumbing").onchange = (e) => { S.showPlumbing = e.target.checked; draw(); fit(); };
+    $("#plumbing-count").textContent = D.nodes.filter((n) => n.plumbing).length;
     $("#search").onchange = (e) => search(e.target.value);
     setupPanZoom();
     draw();
