@@ -82,6 +82,26 @@ def test_real_reports_validate(reports, validator, name):
     assert expect(report), name
 
 
+def test_library_reports_validate(validator):
+    """Two sections no CLI run above fills: verification skipped (verify=False), and a
+    dropped block recovery could not compensate (batchnorm statistics cannot fit a fold)."""
+    from onnxprune.compiler.pipeline import prune
+    from onnxprune.compiler.plan import PruningPlan
+    from onnxprune.compiler.workspace import Workspace
+
+    unverified = prune(DIGITS, ratio=0.2, verify=False).report
+    assert unverified["verification"] is None
+    assert not [e.message for e in validator.iter_errors(unverified)]
+    bn = os.path.join(MODELS, "digits", "digits_resnet56_bn.onnx")
+    ws = Workspace(bn)
+    group = next(g for g in ws.analysis.groups if g.prunable and g.exact)
+    plan = PruningPlan.from_removed(ws.analysis, set(sorted(group.prunable)[: len(group.prunable) // 2]))
+    plan.blocks = [PruningPlan.block_entry(next(b for b in ws.blocks if b.removable))]
+    report = prune(bn, plan=plan, recover="batchnorm").report
+    assert report["recovery"]["blocks_not_compensated"]
+    assert not [e.message for e in validator.iter_errors(report)]
+
+
 def test_nullable_sections_validate(reports, validator):
     # Verification skipped (library callers: verify=False) and no blocks found.
     report = copy.deepcopy(reports["channels"])

@@ -117,3 +117,34 @@ def test_dynamo_cnn_fused_batchnorm_and_gemm():
     for key in ("fc1.weight", "fc1.bias", "fc2.weight"):
         np.testing.assert_array_equal(new[key], _pruned_initializer(inits, key), err_msg=key)
     assert new["fc1.weight"].shape == (new["fc1.bias"].shape[0], new["features.3.weight"].shape[0])
+
+
+@pytest.mark.parametrize("file", ["mlp.onnx", "mlp.dynamo.onnx", "mlp.unfolded.onnx"])
+def test_dropped_block_maps_to_its_module(file):
+    """A dropped residual block is the innermost module holding its whole branch: found
+    from node names (TorchScript) or name-scope metadata (dynamo); drop_blocks removes
+    exactly that module's parameters, and the numpy model without it computes what the
+    ONNX model without the block computes."""
+    from onnxprune.compiler.plan import PruningPlan
+    from onnxprune.compiler.workspace import Workspace
+
+    path = os.path.join(HERE, file)
+    blocks = Workspace(path, None).blocks
+    last = max(blocks, key=lambda b: b.id)
+    plan = PruningPlan(blocks=[PruningPlan.block_entry(last)])
+    state = _state("mlp")
+    new, report = apply_plan(state, plan, path, drop_blocks=True)
+    assert report["dropped_modules"] == ["blocks.1"]
+    assert sorted(set(state) - set(new)) == sorted(k for k in state if k.startswith("blocks.1."))
+    dropped = prune(path, plan=plan, recover="none")
+    out = run_session(ort_session(dropped.model), {"input": X_MLP})["output"]
+
+    def without_block_1(sd, x):  # the numpy MLP with blocks.1 as identity
+        h = x @ sd["embed.weight"].T + sd["embed.bias"]
+        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        n = (h - mu) / np.sqrt(var + 1e-5) * sd["blocks.0.norm.weight"] + sd["blocks.0.norm.bias"]
+        u = n @ sd["blocks.0.fc1.weight"].T + sd["blocks.0.fc1.bias"]
+        h = h + (0.5 * u * (1 + _erf(u / math.sqrt(2)))) @ sd["blocks.0.fc2.weight"].T + sd["blocks.0.fc2.bias"]
+        return h @ sd["head.weight"].T + sd["head.bias"]
+
+    np.testing.assert_allclose(without_block_1(new, X_MLP), out, rtol=1e-4, atol=1e-5 * np.abs(out).max())
