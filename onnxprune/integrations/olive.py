@@ -150,6 +150,16 @@ class OnnxPrune(Pass):
                 type_=dict[str, list[int]], default_value=None,
                 description="input name -> dims, for inputs with symbolic dims, e.g. {\"input\": [1, 3, 224, 224]}.",
             ),
+            "plan": PassConfigParam(
+                type_=str, default_value=None, category=ParamCategory.PATH,
+                description="apply this saved pruning plan (JSON, from --save-plan or a report's plan) instead "
+                            "of searching: its channels, then its blocks (as --plan).",
+            ),
+            "eval": PassConfigParam(
+                type_=str, default_value=None, category=ParamCategory.PATH,
+                description="labelled data (.npz with x and y): top-1 accuracy before and after in the report "
+                            "(as --eval).",
+            ),
             "report_name": PassConfigParam(
                 type_=str, default_value="onnxprune_report.json",
                 description="file name of the onnxprune JSON report written next to the output model; null: none.",
@@ -204,6 +214,12 @@ class OnnxPrune(Pass):
             recover = "ls" if calib is not None else "synthetic"
         options = Options(input_shapes=shapes, ignore=tuple(config.ignore or ()), calibration=calib, recover=recover)
         result = run(_strategy(config, calib), source, options)
+        if config.eval:  # as the CLI's --eval
+            from onnxprune.runtime.evaluate import accuracy, load_labelled
+
+            labelled = load_labelled(config.eval)
+            result.report["accuracy"] = {"data": str(config.eval), "before": accuracy(load_model(source), *labelled),
+                                         "after": accuracy(result.model, *labelled)}
 
         output_path = Path(resolve_onnx_path(output_model_path, Path(source).name))
         output_dir = output_path.parent
@@ -260,6 +276,12 @@ def check_config(config) -> None:
     if config.report_name is not None and (not config.report_name or os.path.basename(config.report_name) != config.report_name):
         fail(f"report_name is a file name written next to the output model (no folders), got {config.report_name!r}")
 
+    for name in ("plan", "eval"):
+        path = getattr(config, name)
+        if path is not None and not os.path.isfile(str(path)):
+            fail(f"{name} file {path} does not exist: give the path of a {'.json plan' if name == 'plan' else '.npz'}")
+    if config.plan is not None and (config.method != "channels" or config.ratio != 0.5):
+        fail("plan replays a saved plan (its channels, then its blocks): leave method and ratio at their defaults")
     has_data = config.calibration is not None
     targets = [n for n in ("target_flops", "target_params", "target_blocks") if getattr(config, n) is not None]
     if config.recover in ("ls", "bias", "sequential") and not has_data:
@@ -289,6 +311,11 @@ def _in_range(value: float, *, low_open: bool) -> bool:
 
 def _strategy(config, calib):
     """The strategy `onnxprune prune` builds for the same settings (cli.py)."""
+    if config.plan:
+        from onnxprune.compiler.channels import PlanStrategy
+        from onnxprune.compiler.plan import PruningPlan
+
+        return PlanStrategy(PruningPlan.load(config.plan))
     if config.method == "channels":
         from onnxprune.compiler.channels import ChannelsStrategy
 

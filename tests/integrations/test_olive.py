@@ -96,6 +96,22 @@ def test_channels_then_an_olive_pass(tmp_path):
     assert report["cost"]["macs_reduction"] > 0.5
 
 
+def test_plan_replay_with_accuracy(tmp_path):
+    """A plan saved by the CLI, applied in a workflow, gives the CLI's model; eval puts
+    the accuracy before and after in the report."""
+    from onnxprune.cli import main
+
+    plan, cli_out = tmp_path / "plan.json", tmp_path / "cli.onnx"
+    assert main(["prune", str(DIGITS_MODEL), "-o", str(cli_out), "--ratio", "0.3", "--save-plan", str(plan),
+                 "--recover", "none"]) == 0
+    path = run_workflow(tmp_path, {"prune": {"type": "OnnxPrune", "plan": str(plan), "recover": "none",
+                                             "eval": str(DIGITS / "digits_test.npz")}})
+    report = check_pruned(path)
+    assert report["method"] == "plan"
+    assert measured_cost(onnx.load(path)) == measured_cost(onnx.load(str(cli_out)))
+    assert 0.5 < report["accuracy"]["before"] <= 1 and 0 <= report["accuracy"]["after"] <= 1
+
+
 def test_heads_and_mlp_of_a_transformer(tmp_path):
     """Per-kind ratios (as --heads/--hidden/--channels) on the ViT fixture: heads and MLP
     neurons go, the hidden width and the interface stay."""
@@ -131,6 +147,8 @@ def test_heads_and_mlp_of_a_transformer(tmp_path):
         ({"criterion": "wanda"}, "scores channels on calibration data"),
         ({"calibration": "missing.npz"}, "does not exist"),
         ({"report_name": "sub/report.json"}, "no folders"),
+        ({"plan": "missing.json"}, "plan file .*missing.json does not exist"),
+        ({"plan": CALIB, "method": "everything"}, "plan replays a saved plan"),
         ({"heads": 1.0}, r"heads is the fraction of heads units to remove, in \[0, 1\)"),
         ({"method": "layers", "calibration": CALIB, "target_flops": 0.2, "heads": 0.5}, "ratios for method channels"),
     ],
