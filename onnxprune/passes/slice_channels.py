@@ -126,13 +126,19 @@ def const_slicings(an: ChannelAnalysis, removed: set[int], nodes=None) -> dict:
     readers agree: sliced in place), or {use: key} for the readers that get a copy.
     `nodes` (indices) limits it to the constants those nodes read."""
     uses_by_value: dict[ir.Value, list[tuple[int, int]]] = {}
-    wanted = None
-    if nodes is not None:
-        wanted = {id(an.nodes[i].inputs[j]) for i in nodes for j in range(len(an.nodes[i].inputs))}
-    for ni, ii in an.const_dims:
-        value = an.nodes[ni].inputs[ii]
-        if wanted is None or id(value) in wanted:
-            uses_by_value.setdefault(value, []).append((ni, ii))
+    if nodes is None:
+        for ni, ii in an.const_dims:
+            uses_by_value.setdefault(an.nodes[ni].inputs[ii], []).append((ni, ii))
+    else:
+        # Every analysed use of the constants these nodes read, found from the constants'
+        # own uses: linear in what `nodes` touch, not in the graph (group_costs and the
+        # neuron candidate's pricing ask once per group or step).
+        wanted = {id(v): v for i in nodes for v in an.nodes[i].inputs if v is not None}
+        for value in wanted.values():
+            for use in value.uses():
+                ni = an.node_index.get(id(use.node))
+                if ni is not None and (ni, use.idx) in an.const_dims:
+                    uses_by_value.setdefault(value, []).append((ni, use.idx))
     result = {}
     for value, keys in uses_by_value.items():
         slicings = {k: _slice_key(an, k, removed) for k in keys}

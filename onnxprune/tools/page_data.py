@@ -110,16 +110,16 @@ def _wiring(nodes: list[ir.Node]) -> tuple[dict[str, int], dict[str, list[int]],
     return producer, consumers, edges
 
 
-def _group_row(g: dict, producer: dict[str, int], node_rows: list[dict]) -> dict:
+def _group_row(g: dict, producer: dict[str, int], readers: dict[str, list[int]]) -> dict:
     """`inspect`'s group row with the nodes it touches (producers of its activations,
-    readers of its weights) instead of the member list."""
+    `readers` of its weights) instead of the member list."""
     touched = set()
     for m in g["members"]:
         if m["kind"] == "value":
             if m["tensor"] in producer:
                 touched.add(producer[m["tensor"]])
         else:
-            touched.update(i for i, n in enumerate(node_rows) if m["tensor"] in n["weights"])
+            touched.update(readers.get(m["tensor"], ()))
     return {**{k: v for k, v in g.items() if k != "members"}, "members": len(g["members"]), "nodes": sorted(touched)}
 
 
@@ -173,7 +173,11 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
         for i in sc["nodes"]:
             node_rows[i]["scope"] = sc["id"]
 
-    groups = [_group_row(g, producer, node_rows) for g in info["groups"]]
+    readers: dict[str, list[int]] = {}
+    for i, row in enumerate(node_rows):
+        for name in row["weights"]:
+            readers.setdefault(name, []).append(i)
+    groups = [_group_row(g, producer, readers) for g in info["groups"]]
 
     data = {
         "format": FORMAT,
