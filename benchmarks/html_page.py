@@ -8,7 +8,7 @@ seconds from opening the file to the drawn page, the first layout's share of tha
 the layout of every node with all blocks and scopes expanded. The issue's goals: a
 ViT-B/16 page (export one with benchmarks/export_vit_b16.py) drawn in under 2 s, page
 and assets under 5 MB. Defaults: /tmp/vit_b16.onnx if it exists, and the committed
-ViT, ResNet-56 and YOLO fixtures.
+ViT, ResNet-56 and YOLO fixtures, and a 10k-node synthetic ResNet ("synthetic-10k").
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # synthetic.py
 
 from onnxprune.tools.html_page import write_page
 from onnxprune.tools.page_data import graph_data
@@ -27,7 +28,7 @@ from onnxprune.tools.page_data import graph_data
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]
 DEFAULTS = ["/tmp/vit_b16.onnx", "models/transformers/vit.onnx", "models/digits/digits_resnet56.onnx",
-            "models/detection/yolov8n_tiny.onnx"]
+            "models/detection/yolov8n_tiny.onnx", "synthetic-10k"]
 
 
 def measure(browser, model: str, out_dir: str) -> dict:
@@ -64,6 +65,12 @@ def main(models: list[str]) -> None:
     chromium = os.environ.get("ONNXPRUNE_CHROMIUM", "/usr/bin/chromium")
     rows = []
     with tempfile.TemporaryDirectory() as out, sync_playwright() as p:
+        if "synthetic-10k" in models:  # a 10k-node residual CNN (benchmarks/synthetic.py): ~1,400 blocks
+            import onnx
+            from synthetic import residual_cnn
+
+            models = [os.path.join(out, "synthetic_10k.onnx") if m == "synthetic-10k" else m for m in models]
+            onnx.save(residual_cnn(target_nodes=10000), os.path.join(out, "synthetic_10k.onnx"))
         browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
         for model in models:
             if os.path.exists(model):

@@ -233,6 +233,51 @@ def test_scopes_collapse_when_blocks_are_not_enough(pages, open_page):
     assert errors == []
 
 
+def test_runs_of_blocks_collapse_in_a_deep_network(open_page, tmp_path):
+    """Past the limit of boxes even with one box per block, runs of consecutive blocks of
+    a stage collapse (a 10k-node ResNet has ~1,400 blocks); here the limit is lowered so
+    the digits ResNet-56 (27 blocks) shows it."""
+    from onnxprune.tools.html_page import write_page
+    from onnxprune.tools.page_data import graph_data
+
+    data, _ = graph_data(DIGITS.replace("digits_resnet.onnx", "digits_resnet56.onnx"), collapse_above=20)
+    assert data["runs"]
+    stages = {b["id"]: b["stage"] for b in data["blocks"]}
+    for r in data["runs"]:
+        assert len(r["blocks"]) >= 2 and len({stages[b] for b in r["blocks"]}) == 1
+        assert r["blocks"] == list(range(r["blocks"][0], r["blocks"][-1] + 1))  # consecutive
+        held = {i for b in r["blocks"] for i in data["blocks"][b]["nodes"]}
+        assert held <= set(r["nodes"])
+    path = tmp_path / "runs.html"
+    write_page(data, path)
+    page, errors = open_page(str(path))
+    assert page.locator(".unit.run").count() == len(data["runs"])
+    assert page.inner_text("#block-count") == str(len(data["blocks"]))  # the counts do not change
+    first = data["runs"][0]
+    page.click('.unit.run[data-unit="r0"]')
+    assert page.locator(".unit.run").count() == len(data["runs"]) - 1
+    assert page.locator(".unit.block").count() >= len(first["blocks"])
+    # A view too large to lay out is refused in words and the page stays as it was.
+    page.evaluate("window.onnxprune.maxUnits(5)")
+    before = page.locator(".unit").count()
+    page.click("#expand-all")
+    assert page.locator(".unit").count() == before
+    assert "too many to draw at once" in page.inner_text("#layout-ms")
+    page.evaluate("window.onnxprune.maxUnits(4000)")
+    # dagre failing is handled the same way (its recursion overflows on very long chains).
+    page.evaluate("window.__dagre = dagre; "
+                  "window.dagre = {graphlib: __dagre.graphlib, layout: () => { throw new RangeError('too deep'); }}; 0")
+    page.click("#expand-all")
+    assert page.locator(".unit").count() == before and "could not be laid out" in page.inner_text("#layout-ms")
+    page.evaluate("window.dagre = window.__dagre; 0")
+    # Choosing a block inside a closed run opens the run.
+    last = data["runs"][-1]["blocks"][0]
+    page.click(".tab[data-tab=blocks]")
+    page.click(f'#blocks-table tr[data-block="{last}"]')
+    assert page.locator(f'.unit.block.hl[data-unit="b{last}"]').count() == 1
+    assert errors == []
+
+
 def test_prune_page_shows_what_the_prune_did(pages, open_page):
     with open(pages["report"]) as f:
         report = json.load(f)

@@ -13,6 +13,8 @@ Node ids are positions in the analysed working copy's node list (named by
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 
 import onnx_ir as ir
@@ -68,12 +70,42 @@ def _scope(name: str, depth: int) -> tuple[str, ...] | None:
     return tuple(parts[:depth]) if len(parts) >= depth else None
 
 
+def runs(node_rows: list[dict], blocks: list[dict], limit: int = COLLAPSE_ABOVE) -> list[dict]:
+    """Runs of consecutive residual blocks of one stage, one box each, when a box per
+    block still leaves more than `limit` (a 10k-node ResNet has some 1,400 blocks). Each
+    run holds at most as many blocks as keeps the runs near `limit` / 2, and the nodes
+    between its blocks (the Relu after each Add) that no block holds."""
+    loose = sum(1 for n in node_rows if n["block"] is None and not n["plumbing"])
+    # Only when the blocks themselves are many: loose nodes are for name scopes.
+    if len(blocks) + loose <= limit or len(blocks) <= limit // 2:
+        return []
+    size = max(2, math.ceil(len(blocks) / max(1, limit // 2)))
+    out: list[dict] = []
+    taken: set[int] = set()
+    ordered = sorted(blocks, key=lambda b: b["id"])
+    for stage, group in itertools.groupby(ordered, key=lambda b: b["stage"]):
+        group = list(group)
+        step = math.ceil(len(group) / math.ceil(len(group) / size))  # equal parts, none of one left over
+        for k in range(0, len(group), step):
+            part = group[k:k + step]
+            members = {i for b in part for i in b["nodes"]}
+            if len(part) < 2 or not members:
+                continue
+            between = {i for i in range(min(members), max(members) + 1)
+                       if node_rows[i]["block"] is None and i not in taken}
+            nodes = sorted(members | between)
+            taken.update(nodes)
+            out.append({"id": len(out), "name": f"blocks {part[0]['id']}–{part[-1]['id']}", "stage": stage,
+                        "blocks": [b["id"] for b in part], "nodes": nodes})
+    return out
+
+
 def scopes(node_rows: list[dict], visible_blocks: int, limit: int = COLLAPSE_ABOVE) -> list[dict]:
     """Name scopes to collapse when blocks alone leave more than `limit` units (a graph
     with few residual blocks: DenseNet, detection necks, Keras and TorchScript exports
     name their nodes by scope). The deepest depth that gets under `limit` is taken, else
     the shallowest; a scope of one node stays a node. Nodes in blocks are not scoped."""
-    loose = [i for i, n in enumerate(node_rows) if n["block"] is None]
+    loose = [i for i, n in enumerate(node_rows) if n["block"] is None and n.get("run") is None]
     if len(loose) + visible_blocks <= limit:
         return []
     best = None
@@ -166,7 +198,14 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
                        for v in n.outputs if v is not None],
         })
 
-    scope_rows = scopes(node_rows, len(blocks), collapse_above)
+    run_rows = runs(node_rows, blocks, collapse_above)
+    for row in node_rows:
+        row["run"] = None
+    for r in run_rows:
+        for i in r["nodes"]:
+            node_rows[i]["run"] = r["id"]
+    in_runs = {b for r in run_rows for b in r["blocks"]}
+    scope_rows = scopes(node_rows, len(run_rows) + len(blocks) - len(in_runs), collapse_above)
     for row in node_rows:
         row["scope"] = None
     for sc in scope_rows:
@@ -192,6 +231,7 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
         "groups": groups,
         "blocks": blocks,
         "scopes": scope_rows,
+        "runs": run_rows,
         "prune": None,
     }
     return data, ws

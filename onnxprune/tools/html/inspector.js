@@ -6,7 +6,7 @@
   "use strict";
   const D = JSON.parse(document.getElementById("data").textContent);
   const SVG = "http://www.w3.org/2000/svg";
-  const S = { expanded: new Set(), openScopes: new Set(), selected: null, heat: "macs", view: { x: 0, y: 0, k: 1 }, unitEls: new Map() };
+  const S = { expanded: new Set(), openScopes: new Set(), openRuns: new Set(), selected: null, heat: "macs", view: { x: 0, y: 0, k: 1 }, unitEls: new Map() };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, attrs, text) => {
     const e = document.createElement(tag);
@@ -38,6 +38,7 @@
   // ---- units: a node, or a collapsed block standing for its nodes --------------------
   function unitOf(i) {
     const n = D.nodes[i];
+    if (n.run !== null && !S.openRuns.has(n.run)) return "r" + n.run;
     if (n.block !== null && !S.expanded.has(n.block)) return "b" + n.block;
     if (n.scope !== null && !S.openScopes.has(n.scope)) return "s" + n.scope;
     return "n" + i;
@@ -45,6 +46,7 @@
   function unitNodes(u) {
     if (u[0] === "b") return blockById.get(+u.slice(1)).nodes;
     if (u[0] === "s") return D.scopes[+u.slice(1)].nodes;
+    if (u[0] === "r") return D.runs[+u.slice(1)].nodes;
     if (u[0] === "n") return [+u.slice(1)];
     return [];
   }
@@ -65,7 +67,7 @@
   }
   let maxShareCache = null;
   function maxShare() {
-    const key = S.heat + [...S.expanded].join() + "|" + [...S.openScopes].join();
+    const key = S.heat + [...S.expanded].join() + "|" + [...S.openScopes].join() + "|" + [...S.openRuns].join();
     if (maxShareCache && maxShareCache.k === key) return maxShareCache.v;
     let m = 1e-12;
     for (const u of currentUnits()) m = Math.max(m, heatOf(unitNodes(u)) || 0);
@@ -85,6 +87,11 @@
       const b = blockById.get(+u.slice(1));
       return [`block ${b.id} · ${b.kind}${isDropped(b) ? " · dropped" : ""}`, `${b.nodes.length} nodes · ${human(b.macs)} MACs`];
     }
+    if (u[0] === "r") {
+      const r = D.runs[+u.slice(1)];
+      const dropped = r.blocks.filter((b) => isDropped(blockById.get(b))).length;
+      return [`${r.name} · stage ${r.stage}`, `${r.blocks.length} blocks${dropped ? ` (${dropped} dropped)` : ""} · ${human(r.nodes.reduce((a, i) => a + D.nodes[i].macs, 0))} MACs`];
+    }
     if (u[0] === "s") {
       const sc = D.scopes[+u.slice(1)];
       return [sc.name.length > 30 ? "…" + sc.name.slice(-29) : sc.name, `scope · ${sc.nodes.length} nodes · ${human(sc.nodes.reduce((a, i) => a + D.nodes[i].macs, 0))} MACs`];
@@ -100,18 +107,28 @@
   const dims = (s) => "[" + s.map((d) => (d === null ? "?" : d)).join("×") + "]";
 
   // ---- layout and drawing -------------------------------------------------------------
+  // dagre lays out 1,500 boxes in under a second; a chain of ~2,000 overflows its
+  // recursion. Past this many boxes, or when dagre fails, opening is refused in words and
+  // the last view stays.
+  let MAX_UNITS = 4000;
   function draw() {
     const t0 = performance.now();
     const g = new dagre.graphlib.Graph();
     g.setGraph({ rankdir: "TB", nodesep: 14, ranksep: 26, marginx: 20, marginy: 20 });
     g.setDefaultEdgeLabel(() => ({}));
     const units = currentUnits();
+    const refuse = (why) => {
+      Object.assign(S, S.lastGood());  // back to the last view that could be drawn (still on screen)
+      $("#plumbing").checked = !!S.showPlumbing;
+      $("#layout-ms").textContent = `${units.size} boxes ${why}: open runs, blocks or scopes one at a time`;
+    };
+    if (units.size > MAX_UNITS && S.lastGood) { refuse("are too many to draw at once"); return; }
     D.inputs.forEach((_, k) => units.add("i" + k));
     D.outputs.forEach((_, k) => units.add("o" + k));
     for (const u of units) {
       const [a, b] = unitLabel(u);
       const w = Math.max(90, 7 * Math.max(a.length, b.length) + 16);
-      g.setNode(u, { width: w, height: u[0] === "b" || u[0] === "s" ? 44 : 36 });
+      g.setNode(u, { width: w, height: "bsr".includes(u[0]) ? 44 : 36 });
     }
     for (const [a, b] of D.edges) {
       if (hidden(a) || hidden(b)) continue;
@@ -127,7 +144,14 @@
         if (u[0] === "n" && !g.nodeEdges(u).length && !D.nodes[+u.slice(1)].macs) { g.removeNode(u); units.delete(u); }
       }
     }
-    dagre.layout(g);
+    try {
+      dagre.layout(g);
+    } catch (err) {  // a long chain overflows dagre's recursion (a ResNet of ~2,000 nodes expanded whole)
+      if (!S.lastGood) throw err;
+      refuse(`could not be laid out at once (${err.message})`);
+      return;
+    }
+    S.lastGood = snapshot();
 
     const vp = $("#viewport");
     vp.replaceChildren();
@@ -143,7 +167,7 @@
     for (const u of g.nodes()) {
       const box = g.node(u);
       const nodes = unitNodes(u);
-      const cls = ["unit", { b: "block", n: "node", s: "scope" }[u[0]] || "io"];
+      const cls = ["unit", { b: "block", n: "node", s: "scope", r: "run" }[u[0]] || "io"];
       if (u[0] === "b") {
         const b = blockById.get(+u.slice(1));
         cls.push(b.removable ? "removable" : "kept");
@@ -158,7 +182,7 @@
         class: cls.join(" "), "data-unit": u, "data-nodes": nodes.join(","),
         transform: `translate(${box.x - box.width / 2},${box.y - box.height / 2})`,
       });
-      const rect = svgEl("rect", { width: box.width, height: box.height, rx: u[0] === "b" || u[0] === "s" ? 8 : 4 });
+      const rect = svgEl("rect", { width: box.width, height: box.height, rx: "bsr".includes(u[0]) ? 8 : 4 });
       if (u[0] !== "i" && u[0] !== "o") rect.setAttribute("fill", heatColor(heatOf(nodes)));
       ge.appendChild(rect);
       const [a, b] = unitLabel(u);
@@ -174,6 +198,12 @@
     applySelection();
     $("#layout-ms").textContent = `${g.nodeCount()} units laid out in ${Math.round(performance.now() - t0)} ms`;
   }
+  function snapshot() {
+    const copy = { expanded: new Set(S.expanded), openScopes: new Set(S.openScopes), openRuns: new Set(S.openRuns),
+      showPlumbing: S.showPlumbing };
+    return () => ({ expanded: new Set(copy.expanded), openScopes: new Set(copy.openScopes),
+      openRuns: new Set(copy.openRuns), showPlumbing: copy.showPlumbing });
+  }
   function tooltip(u) {
     if (u[0] === "b") {
       const b = blockById.get(+u.slice(1));
@@ -181,6 +211,7 @@
         `\n${human(b.macs)} MACs (${(b.macs_percent || 0).toFixed(2)} % of the model); click to expand`;
     }
     if (u[0] === "s") return `name scope ${D.scopes[+u.slice(1)].name}: click to expand`;
+    if (u[0] === "r") return `${D.runs[+u.slice(1)].name}: a run of residual blocks; click to show them`;
     if (u[0] !== "n") return unitLabel(u).join(" ");
     const n = D.nodes[+u.slice(1)];
     const shape = n.shapes && n.shapes[0] ? " → " + dims(n.shapes[0]) : "";
@@ -190,6 +221,7 @@
     if (u[0] === "b") { select({ type: "block", id: +u.slice(1) }); return; }
     if (u[0] === "n") select({ type: "node", id: +u.slice(1) });
     if (u[0] === "s") { S.openScopes.add(+u.slice(1)); draw(); }  // a scope has nothing to say but its nodes
+    if (u[0] === "r") { S.openRuns.add(+u.slice(1)); draw(); }
   }
 
   // ---- pan and zoom ---------------------------------------------------------------------
@@ -262,6 +294,9 @@
   }
   function select(sel) {
     S.selected = sel;
+    // Runs of blocks open for what is chosen when they are few (a block: its own run).
+    const runs = new Set(selectedNodes().map((i) => D.nodes[i].run).filter((r) => r !== null && !S.openRuns.has(r)));
+    if (runs.size && (runs.size <= 3 || sel.type === "block")) { runs.forEach((r) => S.openRuns.add(r)); draw(); }
     if (sel.type !== "block") {
       // A group inside a few blocks is shown inside them; one that runs through many
       // (a residual stream) lights the collapsed blocks instead of expanding them all.
@@ -358,6 +393,7 @@
       a.onclick = (e) => {
         e.preventDefault();
         const n = D.nodes[i];
+        if (n.run !== null) S.openRuns.add(n.run);
         if (n.block !== null) S.expanded.add(n.block);
         if (n.scope !== null) S.openScopes.add(n.scope);
         if (n.plumbing) { S.showPlumbing = true; $("#plumbing").checked = true; }
@@ -520,8 +556,11 @@
     if (D.prune) prunePanel(); else $('.tab[data-tab="prune"]').hidden = true;
     document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => showTab(t.dataset.tab)));
     $("#fit").onclick = fit;
-    $("#expand-all").onclick = () => { D.blocks.forEach((b) => S.expanded.add(b.id)); D.scopes.forEach((c) => S.openScopes.add(c.id)); draw(); fit(); };
-    $("#collapse-all").onclick = () => { S.expanded.clear(); S.openScopes.clear(); draw(); fit(); };
+    $("#expand-all").onclick = () => {
+      D.blocks.forEach((b) => S.expanded.add(b.id)); D.scopes.forEach((c) => S.openScopes.add(c.id));
+      D.runs.forEach((r) => S.openRuns.add(r.id)); draw(); fit();
+    };
+    $("#collapse-all").onclick = () => { S.expanded.clear(); S.openScopes.clear(); S.openRuns.clear(); draw(); fit(); };
     $("#heat").onchange = (e) => { S.heat = e.target.value; draw(); };
     $("#plumbing").onchange = (e) => { S.showPlumbing = e.target.checked; draw(); fit(); };
     $("#plumbing-count").textContent = D.nodes.filter((n) => n.plumbing).length;
@@ -531,7 +570,8 @@
     fit();
     showTab(D.prune ? "prune" : "groups");
     // What the browser test reads: the page is drawn, and how long it took.
-    window.onnxprune = { ready: true, renderMs: performance.now() - t0, select, expandAll: () => $("#expand-all").click() };
+    window.onnxprune = { ready: true, renderMs: performance.now() - t0, select, expandAll: () => $("#expand-all").click(),
+      maxUnits: (n) => { MAX_UNITS = n; } };
     document.body.dataset.ready = "1";
   }
   start();
