@@ -233,6 +233,29 @@ def test_scopes_collapse_when_blocks_are_not_enough(pages, open_page):
     assert errors == []
 
 
+def test_unscoped_names_collapse_into_runs_of_nodes(tmp_path):
+    """A 3,000-node chain with no blocks and no name scopes (names like Paddle's) still
+    starts with a bounded view: consecutive nodes collapse into runs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxprune.tools.page_data import COLLAPSE_ABOVE, graph_data
+
+    nodes, prev = [], "x"
+    for i in range(3000):
+        nodes.append(helper.make_node("Relu" if i % 2 else "Sigmoid", [prev], [f"v{i}"], name=f"op.{i}"))
+        prev = f"v{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    data, _ = graph_data(str(path))
+    held = [i for sc in data["scopes"] for i in sc["nodes"]]
+    assert sorted(held) == list(range(3000))  # every node in exactly one run
+    assert len(data["scopes"]) <= COLLAPSE_ABOVE
+    assert all(sc["nodes"] == list(range(sc["nodes"][0], sc["nodes"][-1] + 1)) for sc in data["scopes"])
+
+
 def test_runs_of_blocks_collapse_in_a_deep_network(open_page, tmp_path):
     """Past the limit of boxes even with one box per block, runs of consecutive blocks of
     a stage collapse (a 10k-node ResNet has ~1,400 blocks); here the limit is lowered so

@@ -104,7 +104,8 @@ def scopes(node_rows: list[dict], visible_blocks: int, limit: int = COLLAPSE_ABO
     """Name scopes to collapse when blocks alone leave more than `limit` units (a graph
     with few residual blocks: DenseNet, detection necks, Keras and TorchScript exports
     name their nodes by scope). The deepest depth that gets under `limit` is taken, else
-    the shallowest; a scope of one node stays a node. Nodes in blocks are not scoped."""
+    the shallowest; a scope of one node stays a node; nodes no name scope holds are cut
+    into runs of consecutive nodes when still too many. Nodes in blocks are not scoped."""
     loose = [i for i, n in enumerate(node_rows) if n["block"] is None and n.get("run") is None]
     if len(loose) + visible_blocks <= limit:
         return []
@@ -120,7 +121,19 @@ def scopes(node_rows: list[dict], visible_blocks: int, limit: int = COLLAPSE_ABO
         best = found
         if units <= limit:
             break
-    return [{"id": k, "name": "/".join(key), "nodes": nodes} for k, (key, nodes) in enumerate(sorted(best.items()))]
+    out = [{"id": k, "name": "/".join(key), "nodes": nodes} for k, (key, nodes) in enumerate(sorted(best.items()))]
+    # Names without scopes (Paddle's `Conv.29`, dynamo's `node_*`): consecutive nodes in
+    # graph order, so that no view starts with more than about `limit` boxes.
+    scoped = {i for sc in out for i in sc["nodes"]}
+    rest = [i for i in loose if i not in scoped]
+    if len(rest) + len(out) + visible_blocks > limit:
+        size = max(2, math.ceil(len(rest) / max(1, limit // 2)))
+        for k in range(0, len(rest), size):
+            part = rest[k:k + size]
+            if len(part) > 1:
+                name = f"nodes {node_rows[part[0]]['name']} … {node_rows[part[-1]]['name']}"
+                out.append({"id": len(out), "name": name, "nodes": part})
+    return out
 
 
 def _wiring(nodes: list[ir.Node]) -> tuple[dict[str, int], dict[str, list[int]], set[tuple[int, int]]]:
