@@ -135,35 +135,7 @@ class OnnxPrune(Pass):
                 type_=str, default_value=None, category=ParamCategory.PATH,
                 description="calibration samples: a .npy (one input) or .npz (arrays keyed by input name) file.",
             ),
-            "samples": PassConfigParam(
-                type_=int, default_value=None,
-                description="calibration samples to use (default: all), chosen with seed.",
-            ),
-            "batch_size": PassConfigParam(type_=int, default_value=64, description="calibration batch size."),
-            "seed": PassConfigParam(type_=int, default_value=0, description="seed for choosing calibration samples."),
-            "recover": PassConfigParam(
-                type_=str, default_value="auto",
-                description=f"how the cut is repaired without training: {', '.join(RECOVER_MODES)}. auto: least "
-                            "squares on the calibration data, or on synthesized inputs without it.",
-            ),
-            "input_shapes": PassConfigParam(
-                type_=dict[str, list[int]], default_value=None,
-                description="input name -> dims, for inputs with symbolic dims, e.g. {\"input\": [1, 3, 224, 224]}.",
-            ),
-            "plan": PassConfigParam(
-                type_=str, default_value=None, category=ParamCategory.PATH,
-                description="apply this saved pruning plan (JSON, from --save-plan or a report's plan) instead "
-                            "of searching: its channels, then its blocks (as --plan).",
-            ),
-            "eval": PassConfigParam(
-                type_=str, default_value=None, category=ParamCategory.PATH,
-                description="labelled data (.npz with x and y): top-1 accuracy before and after in the report "
-                            "(as --eval).",
-            ),
-            "report_name": PassConfigParam(
-                type_=str, default_value="onnxprune_report.json",
-                description="file name of the onnxprune JSON report written next to the output model; null: none.",
-            ),
+            **_data_params(),
         }
 
     @classmethod
@@ -236,6 +208,41 @@ class OnnxPrune(Pass):
             model_path=str(output_dir), onnx_file_name=output_path.name,
             inference_settings=model.inference_settings, model_attributes=attributes or None,
         )
+
+
+def _data_params() -> dict[str, PassConfigParam]:
+    """The pass's parameters about data, recovery and output (the rest: `_default_config`)."""
+    return {
+        "samples": PassConfigParam(
+            type_=int, default_value=None,
+            description="calibration samples to use (default: all), chosen with seed.",
+        ),
+        "batch_size": PassConfigParam(type_=int, default_value=64, description="calibration batch size."),
+        "seed": PassConfigParam(type_=int, default_value=0, description="seed for choosing calibration samples."),
+        "recover": PassConfigParam(
+            type_=str, default_value="auto",
+            description=f"how the cut is repaired without training: {', '.join(RECOVER_MODES)}. auto: least "
+                        "squares on the calibration data, or on synthesized inputs without it.",
+        ),
+        "input_shapes": PassConfigParam(
+            type_=dict[str, list[int]], default_value=None,
+            description="input name -> dims, for inputs with symbolic dims, e.g. {\"input\": [1, 3, 224, 224]}.",
+        ),
+        "plan": PassConfigParam(
+            type_=str, default_value=None, category=ParamCategory.PATH,
+            description="apply this saved pruning plan (JSON, from --save-plan or a report's plan) instead "
+                        "of searching: its channels, then its blocks (as --plan).",
+        ),
+        "eval": PassConfigParam(
+            type_=str, default_value=None, category=ParamCategory.PATH,
+            description="labelled data (.npz with x and y): top-1 accuracy before and after in the report "
+                        "(as --eval).",
+        ),
+        "report_name": PassConfigParam(
+            type_=str, default_value="onnxprune_report.json",
+            description="file name of the onnxprune JSON report written next to the output model; null: none.",
+        ),
+    }
 
 
 def check_config(config) -> None:

@@ -1,7 +1,8 @@
 // onnxprune's page: draws the data of onnxprune/tools/page_data.py (the <script id="data">).
-// Residual blocks start collapsed, so a graph of thousands of nodes lays out as a few
-// dozen units; a block expands (and lays out again) when asked. dagre places the units
-// in layers, as Netron does; uPlot draws the charts of a prune.
+// Residual blocks start collapsed (and, in very deep networks, runs of them; where blocks
+// are few, name scopes or runs of nodes), so a graph of thousands of nodes lays out as at
+// most a few hundred units; each expands (and lays out again) when asked. dagre places
+// the units in layers, as Netron does; uPlot draws the charts of a prune.
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("data").textContent);
@@ -136,7 +137,7 @@
       if (ua !== ub) g.setEdge(ua, ub);
     }
     D.inputs.forEach((v, k) => v.to.forEach((t) => { if (!hidden(t)) g.setEdge("i" + k, unitOf(t)); }));
-    D.outputs.forEach((v, k) => { if (v.from !== null) g.setEdge(unitOf(v.from), "o" + k); });
+    D.outputs.forEach((v, k) => { if (v.from !== null && !hidden(v.from)) g.setEdge(unitOf(v.from), "o" + k); });
     if (!S.showPlumbing) {
       // A node left with no edge once the shape ops are hidden (a Squeeze of a constant
       // feeding them) and no MACs says nothing: it goes with them.
