@@ -13,6 +13,12 @@ import sys
 
 from onnxprune.errors import OnnxPruneError
 
+# What `prune` accepts; the Olive pass (integrations/olive.py) takes the same.
+METHODS = ("channels", "layers", "everything")
+CRITERIA = ("auto", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation")
+KIND_RATIOS = (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
+               ("channels", "conv channels and MLP neurons"))  # per-kind ratio flags, and what each prunes
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET_MISSED = 0, 1, 2, 3
 
 
@@ -93,10 +99,9 @@ def _prune_args(pr, shape_help: str) -> None:
     pr.add_argument("-o", "--output", required=True, help="where to write the pruned .onnx")
     pr.add_argument("--ratio", type=fraction(False), default=0.5,
                     help="fraction of each group's channels to remove, in [0, 1) (default 0.5)")
-    for kind, what in (("heads", "attention heads"), ("hidden", "residual-stream (hidden) width"),
-                       ("channels", "conv channels and MLP neurons")):
+    for kind, what in KIND_RATIOS:
         pr.add_argument(f"--{kind}", type=fraction(False), metavar="R", help=f"ratio for {what} (default: --ratio)")
-    pr.add_argument("--criterion", choices=("auto", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation"),
+    pr.add_argument("--criterion", choices=CRITERIA,
                     default="auto",
                     help="importance criterion (default auto: fluctuation with --calib for --method channels, else l1; on --calib data: wanda |W|·‖x‖, fluctuation (FLAP), obs "
                          "(error left after refitting), kl (output KL with each channel removed, one pass per channel / 8), "
@@ -121,7 +126,7 @@ def _prune_args(pr, shape_help: str) -> None:
 
 
 def _cka_args(cka) -> None:
-    cka.add_argument("--method", choices=("channels", "layers", "everything"), default="channels",
+    cka.add_argument("--method", choices=METHODS, default="channels",
                      help="channels: magnitude criteria per group (default); layers: drop residual blocks by CKA; "
                           "everything: each iteration, a block or the same MACs of channels, whichever keeps CKA higher")
     cka.add_argument("--calib", metavar="DATA",

@@ -37,6 +37,8 @@ from olive.passes import Pass
 from olive.passes.pass_config import BasePassConfig, ParamCategory, PassConfigParam
 from pydantic import ValidationError
 
+from onnxprune.cli_args import CRITERIA, KIND_RATIOS, METHODS
+from onnxprune.compiler.data_importance import DATA_CRITERIA
 from onnxprune.compiler.recover import MODES as RECOVER_MODES
 from onnxprune.errors import OnnxPruneError
 
@@ -45,11 +47,8 @@ __all__ = ["PACKAGE_ENTRY", "OnnxPrune", "OnnxPruneConfigError", "package_config
 # Under "olive" so that the summary shows in Olive's log, which configures only its own loggers.
 logger = logging.getLogger("olive.passes.onnxprune")
 
-METHODS = ("channels", "layers", "everything")
-CRITERIA = ("auto", "l1", "l2", "bn", "wanda", "fluctuation", "obs", "kl", "activation")
-DATA_CRITERIA = ("wanda", "fluctuation", "obs", "kl")  # channels method, scored on calibration data
 CALIBRATION_SUFFIXES = (".npy", ".npz")
-KINDS = ("heads", "hidden", "channels")  # per-kind ratios, as --heads/--hidden/--channels
+KINDS = tuple(kind for kind, _ in KIND_RATIOS)  # per-kind ratios, as --heads/--hidden/--channels
 
 # The entry Olive's package config needs for this pass ("*": any provider, accelerator, precision).
 PACKAGE_ENTRY = {
@@ -99,18 +98,9 @@ class OnnxPrune(Pass):
                 description=f"how channels are ranked: {', '.join(CRITERIA)}. auto: fluctuation with calibration, "
                             "l1 without (channels); l1 (everything).",
             ),
-            "heads": PassConfigParam(
-                type_=float, default_value=None,
-                description="channels: ratio for attention heads, in [0, 1) (default: ratio).",
-            ),
-            "hidden": PassConfigParam(
-                type_=float, default_value=None,
-                description="channels: ratio for the hidden (residual) width, in [0, 1) (default: ratio).",
-            ),
-            "channels": PassConfigParam(
-                type_=float, default_value=None,
-                description="channels: ratio for conv channels and MLP neurons, in [0, 1) (default: ratio).",
-            ),
+            **{kind: PassConfigParam(type_=float, default_value=None,
+                                     description=f"channels: ratio for {what}, in [0, 1) (default: ratio).")
+               for kind, what in KIND_RATIOS},
             "global_ranking": PassConfigParam(
                 type_=bool, default_value=False, description="channels: rank channels across all groups at once.",
             ),
