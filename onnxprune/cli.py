@@ -86,14 +86,19 @@ def _check_prune_args(args) -> None:
     for flag, path in (("-o", args.output), ("--report", args.report), ("--save-plan", args.save_plan),
                        ("--plot", args.plot), ("--html", args.html)):
         if path:
-            where = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(where):
-                raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
-            if os.path.isdir(path):
-                raise OnnxPruneError(f"{flag} {path} is a directory: name a file in it")
+            _check_output(flag, path)
     outputs = [os.path.abspath(p) for p in (args.output, args.report, args.save_plan, args.plot, args.html) if p]
     if len(set(outputs)) < len(outputs):
         raise UsageError("-o, --report, --save-plan, --plot and --html must name different files")
+
+
+def _check_output(flag: str, path: str) -> None:
+    """An output file's directory must exist and the path must not be a directory."""
+    where = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(where):
+        raise OnnxPruneError(f"{flag}: directory {where} does not exist: create it first")
+    if os.path.isdir(path):
+        raise OnnxPruneError(f"{flag} {path} is a directory: name a file in it")
 
 
 def _calibration(args):
@@ -350,11 +355,7 @@ def _write_inspect_page(args):
     from onnxprune.tools.html_page import write_page
     from onnxprune.tools.page_data import graph_data
 
-    where = os.path.dirname(os.path.abspath(args.html))
-    if not os.path.isdir(where):
-        raise OnnxPruneError(f"--html: directory {where} does not exist: create it first")
-    if os.path.isdir(args.html):
-        raise OnnxPruneError(f"--html {args.html} is a directory: name a file in it")
+    _check_output("--html", args.html)
     data, ws = graph_data(args.model, input_shapes=_shapes(args.input_shape), resize_io=tuple(args.resize_io),
                           resize_cache=not args.keep_cache_shape)
     with StagedOutputs() as out:
