@@ -185,8 +185,11 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
         members = [by_name[n] for n in (*b.branch, *b.shortcut, b.add) if n in by_name]
         for i in members:
             owner.setdefault(i, b.id)
+    held: dict[int, list[int]] = {}
+    for i, b in sorted(owner.items()):
+        held.setdefault(b, []).append(i)
     for row in blocks:
-        row["nodes"] = sorted(i for i, b in owner.items() if b == row["id"])
+        row["nodes"] = held.get(row["id"], [])
         row.pop("branch", None)  # node ids above say the same, in fewer bytes
         row.pop("shortcut", None)
 
@@ -207,7 +210,7 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
             "weights": [v.name for v in n.inputs if v is not None and v.const_value is not None],
             "out": [v.name for v in n.outputs if v is not None],
             # Static output shapes (None where unknown), as Netron shows them.
-            "shapes": [_dims(ws.shapes.get(v.name)) if ws.shapes.get(v.name) is not None else None
+            "shapes": [None if (shape := ws.shapes.get(v.name)) is None else _dims(shape)
                        for v in n.outputs if v is not None],
         })
 
