@@ -94,7 +94,7 @@ def run(strategy: Strategy, source, options: Options | None = None, *, verify: b
     if decision.model is not None:
         # The search made the model itself (recovered arbiter, fine-tuning): what it
         # removed is in its plan, which names the original's weights and Adds.
-        removed = plan.to_removed(ws.analysis) if ws.analysed and plan.channels else set()
+        removed = plan.to_removed(ws.analysis, strict=False) if ws.analysed and plan.channels else set()
         adds = {b["add"] for b in plan.blocks}
         dropped = [b.id for b in ws.blocks if b.add in adds] if adds else []
     groups = groups_section(ws.analysis, removed, decision.criteria) if ws.analysed else None

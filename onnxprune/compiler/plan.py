@@ -49,13 +49,18 @@ class PruningPlan:
                 )
         return cls(channels=entries, meta=meta)
 
-    def to_removed(self, an: ChannelAnalysis) -> set[int]:
-        """The classes this plan removes in `an`; errors name what does not match."""
+    def to_removed(self, an: ChannelAnalysis, *, strict: bool = True) -> set[int]:
+        """The classes this plan removes in `an`; errors name what does not match.
+        `strict=False` skips what does not match instead (to count what a search that
+        changed the model itself removed, in the original's groups: a channel its
+        parent could prune may be frozen in the original)."""
         by_key = {(s["tensor"], s["axis"], s["node"]): s for s in an.units.sources}
         removed: set[int] = set()
         for entry in self.channels:
             key = (entry["tensor"], entry["axis"], entry["node"])
             src = by_key.get(key)
+            if src is None and not strict:
+                continue
             if src is None:
                 raise OnnxPruneError(
                     f"plan names weight {entry['tensor']!r} axis {entry['axis']} at node "
@@ -63,6 +68,8 @@ class PruningPlan:
                     "apply the plan to the model it was made from"
                 )
             for i in entry["removed"]:
+                if not strict and (not 0 <= i < src["size"] or an.units.find(src["start"] + i) in an.units.frozen):
+                    continue
                 if not 0 <= i < src["size"]:
                     raise OnnxPruneError(
                         f"plan removes index {i} of {entry['tensor']!r}, which has {src['size']}"
@@ -74,7 +81,7 @@ class PruningPlan:
                         f"{an.units.frozen[c][0]}"
                     )
                 removed.add(c)
-        emptied = emptied_axes(an, removed)
+        emptied = emptied_axes(an, removed) if strict else []
         if emptied:
             gid = an.class_group.get(int(an.classes_of(emptied[0])[0]))
             src = an.groups[gid].sources[0]["tensor"] if gid is not None else "?"
