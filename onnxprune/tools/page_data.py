@@ -168,6 +168,16 @@ def _group_row(g: dict, producer: dict[str, int], readers: dict[str, list[int]])
     return {**{k: v for k, v in g.items() if k != "members"}, "members": len(g["members"]), "nodes": sorted(touched)}
 
 
+def _block_owners(blocks, by_name: dict[str, int]) -> dict[int, int]:
+    """Node id -> the largest block whose branch, shortcut or Add holds it: a collapsed
+    block hides everything inside it, nested blocks included."""
+    owner: dict[int, int] = {}
+    for b in sorted(blocks, key=lambda b: -len(b.branch)):
+        for i in (by_name[n] for n in (*b.branch, *b.shortcut, b.add) if n in by_name):
+            owner.setdefault(i, b.id)
+    return owner
+
+
 def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = True,
                collapse_above: int = COLLAPSE_ABOVE) -> tuple[dict, Workspace]:
     """The page's data for `source` (path or ir.Model), and the Workspace it came from."""
@@ -178,13 +188,7 @@ def graph_data(source, *, input_shapes=None, resize_io=(), resize_cache: bool = 
     costs = block_macs(ws.model, ws.blocks, ws.shapes)
     blocks = blocks_json(ws.blocks, costs, total_macs=info["total"]["macs"])
 
-    # Each node belongs to the largest block whose branch, shortcut or Add holds it: a
-    # collapsed block hides everything inside it, nested blocks included.
-    owner: dict[int, int] = {}
-    for b in sorted(ws.blocks, key=lambda b: -len(b.branch)):
-        members = [by_name[n] for n in (*b.branch, *b.shortcut, b.add) if n in by_name]
-        for i in members:
-            owner.setdefault(i, b.id)
+    owner = _block_owners(ws.blocks, by_name)
     held: dict[int, list[int]] = {}
     for i, b in sorted(owner.items()):
         held.setdefault(b, []).append(i)
